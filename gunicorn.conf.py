@@ -1,0 +1,28 @@
+"""gunicorn settings for SIT: `gunicorn -c gunicorn.conf.py wsgi:app`.
+
+Command-line flags and GUNICORN_CMD_ARGS override these; WEB_CONCURRENCY sets the worker count.
+"""
+
+import os
+import sys
+
+bind = "127.0.0.1:8000"
+workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
+worker_class = "sync"
+timeout = 30
+graceful_timeout = 10
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'  # no headers: tokens never reach the log
+control_socket_disable = True  # several SIT servers may run side by side
+
+
+def on_starting(server: object) -> None:
+    """Stop at once, with one line, when the configuration is invalid (before any worker boots)."""
+    from sit import create_app
+    from sit.config import ConfigError
+
+    try:
+        create_app()
+    except ConfigError as error:
+        print(f"sit: {error.message}", file=sys.stderr)
+        sys.exit(1)

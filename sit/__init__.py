@@ -1,0 +1,44 @@
+"""SIT, a self-hosted issue tracker served as a REST API."""
+
+import os
+from pathlib import Path
+from typing import Any
+
+from apiflask import APIFlask
+
+from sit import auth, cli, config, docs, errors, health, issues, sqlite, users
+from sit.extensions import db, migrate
+from sit.schemas import check_body_type
+
+PROJECT_INSTANCE = Path(__file__).resolve().parent.parent / "instance"
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
+    """Build the app: configuration, extensions, blueprints, error handlers, CLI."""
+    instance = os.environ.get("SIT_INSTANCE_PATH") or PROJECT_INSTANCE
+    app = APIFlask(
+        __name__, title="SIT", version="1.0", instance_path=str(Path(instance).resolve()),
+        spec_path="/openapi.json", docs_path="/docs", static_folder=None,
+    )
+    app.json.sort_keys = False  # fields in the order the schemas declare them
+    config.load(app, test_config)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = sqlite.engine_options(
+        app.config["SQLALCHEMY_DATABASE_URI"]
+    )
+    app.url_map.strict_slashes = False
+
+    db.init_app(app)
+    migrate.init_app(app, db)
+    with app.app_context():
+        sqlite.tune(db.engine)
+
+    errors.init_app(app)
+    docs.init_app(app)
+    app.before_request(check_body_type)
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(issues.bp)
+    app.register_blueprint(users.bp)
+    app.register_blueprint(health.bp)
+    cli.init_app(app)
+    return app

@@ -1,0 +1,141 @@
+"""Who is calling: passwords, stateless access tokens, the login throttle and `/get-token/`."""
+
+import functools
+import math
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from apiflask import APIBlueprint, HTTPError, abort
+from flask import current_app, g, request
+from itsdangerous import BadSignature, URLSafeSerializer
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from sit import errors
+from sit.clock import utcnow
+from sit.extensions import db, token_auth
+from sit.models import LoginFailure, User
+from sit.schemas import Credentials, TokenOut
+
+bp = APIBlueprint("auth", __name__, tag="Authentication")
+
+TOKEN_SALT = "sit.access-token"
+THROTTLE_LIMIT = 10  # failed logins for one username ...
+THROTTLE_WINDOW = timedelta(minutes=5)  # ... within this window lock that username out
+
+
+def _serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt=TOKEN_SALT)
+
+
+def issue_token(user: User, expires_in: int) -> str:
+    """A signed token naming the user and their token generation; nothing is stored."""
+    expires = int(utcnow().timestamp()) + expires_in
+    return _serializer().dumps({"sub": user.id, "gen": user.token_generation, "exp": expires})
+
+
+def user_for_token(token: str) -> User | None:
+    """The user a token proves, or None, with the reason left in `g.token_problem`."""
+    try:
+        claims: Any = _serializer().loads(token)
+        user_id, generation, expires = claims["sub"], claims["gen"], claims["exp"]
+    except (BadSignature, TypeError, KeyError):
+        g.token_problem = "The access token is malformed or was not signed by this server."
+        return None
+    if expires <= utcnow().timestamp():
+        g.token_problem = "The access token has expired; get a new one from /get-token/."
+        return None
+    user = db.session.get(User, user_id)
+    if user is None or user.token_generation != generation:
+        g.token_problem = "The access token has been revoked; get a new one from /get-token/."
+        return None
+    return user
+
+
+@token_auth.verify_token
+def verify_token(token: str) -> User | None:
+    return user_for_token(token)
+
+
+@token_auth.error_processor
+def token_error(error: HTTPError) -> Any:
+    missing = "Send an access token: 'Authorization: Bearer <token>' (or 'Token <token>')."
+    return errors.problem(error.status_code, g.get("token_problem", missing))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return generate_password_hash("a password no user has")
+
+
+def authenticate(username: str, password: str) -> User | None:
+    """The user, if the password is theirs; an unknown username costs the same hashing time."""
+    user = db.session.scalar(sa.select(User).where(User.username == username))
+    if user is None:
+        check_password_hash(_dummy_hash(), password)
+        return None
+    return user if user.check_password(password) else None
+
+
+def seconds_until_allowed(username: str) -> int:
+    """0 when `username` may try to log in now; else how long until its window frees."""
+    now = utcnow()
+    tenth_latest = db.session.scalar(
+        sa.select(LoginFailure.failed_at)
+        .where(LoginFailure.username == username, LoginFailure.failed_at > now - THROTTLE_WINDOW)
+        .order_by(LoginFailure.failed_at.desc())
+        .offset(THROTTLE_LIMIT - 1)
+        .limit(1)
+    )
+    if tenth_latest is None:
+        return 0
+    return max(1, math.ceil((tenth_latest + THROTTLE_WINDOW - now).total_seconds()))
+
+
+def note_login(username: str, succeeded: bool) -> None:
+    """Count a failure in the throttle's window, or clear the username's count on success."""
+    now = utcnow()
+    if succeeded:
+        db.session.execute(sa.delete(LoginFailure).where(LoginFailure.username == username))
+        return
+    db.session.execute(sa.delete(LoginFailure).where(LoginFailure.failed_at <= now - THROTTLE_WINDOW))
+    db.session.add(LoginFailure(username=username, failed_at=now))
+
+
+def credentials(body: Credentials) -> tuple[str, str]:
+    """Username and password from the body, else from HTTP Basic.
+
+    :raise 400: either is missing.
+    """
+    auth = request.authorization
+    basic = auth if auth is not None and auth.type == "basic" else None
+    given = {
+        "username": body.username or (basic.username if basic else None),
+        "password": body.password or (basic.password if basic else None),
+    }
+    missing = {name: ["required"] for name, value in given.items() if not value}
+    if missing:
+        errors.invalid(missing)
+    return str(given["username"]), str(given["password"])
+
+
+@bp.post("/get-token/")
+@bp.input(Credentials, location="json_or_form")
+@bp.output(TokenOut)
+@bp.doc(responses={400: "Missing username or password", 401: "Wrong credentials",
+                   429: "Too many failed logins for this username"})
+def get_token(json_or_form_data: Credentials) -> dict[str, Any]:
+    """Get an access token for a username and password (form, JSON or HTTP Basic)."""
+    username, password = credentials(json_or_form_data)
+    wait = seconds_until_allowed(username)
+    if wait:
+        abort(429, f"Too many failed logins for this username; try again in {wait} s.",
+              headers={"Retry-After": str(wait)})
+    user = authenticate(username, password)
+    note_login(username, succeeded=user is not None)
+    db.session.commit()
+    if user is None:
+        abort(401, "Wrong username or password.", headers={"WWW-Authenticate": 'Basic realm="SIT"'})
+    expires_in = current_app.config["TOKEN_MAX_AGE"]
+    token = issue_token(user, expires_in)
+    return {"token": token, "access_token": token, "token_type": "Bearer", "expires_in": expires_in}

@@ -1,0 +1,141 @@
+"""`flask sit ...`: thin commands around plain functions; bad input is one line on stderr."""
+
+import re
+import secrets
+from typing import Any
+
+import click
+import sqlalchemy as sa
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from sqlalchemy.exc import SQLAlchemyError
+
+from sit import demo
+from sit.auth import issue_token
+from sit.config import parse_positive_duration
+from sit.extensions import db
+from sit.models import User
+
+USERNAME = re.compile(r"[\w.@+-]{1,150}")
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+class OneLineErrors(AppGroup):
+    """Usage and database errors end the command with one line on stderr, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as error:
+            raise click.ClickException(error.format_message()) from None
+        except SQLAlchemyError as error:
+            message = str(error.orig if hasattr(error, "orig") else error).splitlines()[0]
+            raise click.ClickException(f"database: {message} (did `flask db upgrade` run?)") from None
+
+
+sit = OneLineErrors("sit", help="Manage SIT's users, tokens and demo data.")
+
+
+def find_user(username: str) -> User:
+    user = db.session.scalar(sa.select(User).where(User.username == username))
+    if user is None:
+        raise click.ClickException(f"no user {username!r}")
+    return user
+
+
+def create_user(username: str, email: str, password: str, first_name: str = "",
+                last_name: str = "") -> User:
+    """Add a user, or raise ClickException naming what is wrong."""
+    if not USERNAME.fullmatch(username):
+        raise click.ClickException("username: 1-150 letters, digits and @ . + - _")
+    if not EMAIL.fullmatch(email) or len(email) > 254:
+        raise click.ClickException(f"email: {email!r} is not an email address")
+    if not password:
+        raise click.ClickException("password: may not be empty")
+    if db.session.scalar(sa.select(User.id).where(User.username == username)):
+        raise click.ClickException(f"username: {username!r} is taken")
+    user = User(username=username, email=email, first_name=first_name, last_name=last_name)
+    user.set_password(password)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def create_first_user() -> str | None:
+    """`admin` with a random password, when there is no user yet; returns that password."""
+    if db.session.scalar(sa.select(User.id).limit(1)) is not None:
+        return None
+    password = secrets.token_urlsafe(12)
+    create_user("admin", "admin@localhost", password)
+    return password
+
+
+@sit.command("create-user")
+@click.argument("username")
+@click.option("--email", required=True)
+@click.option("--first-name", default="")
+@click.option("--last-name", default="")
+@click.password_option(help="Prompted for when not given.")
+def create_user_command(username: str, email: str, first_name: str, last_name: str,
+                        password: str) -> None:
+    """Add a user who can sign in and be assigned issues."""
+    user = create_user(username, email, password, first_name, last_name)
+    click.echo(f"created user {user.username} (id {user.id})")
+
+
+@sit.command("first-user")
+def first_user_command() -> None:
+    """Create `admin` with a random password (printed once) if the database has no user."""
+    password = create_first_user()
+    if password:
+        click.echo(f"created the first user: admin / {password}  (shown once; keep it)")
+
+
+@sit.command("create-token")
+@click.argument("username")
+@click.option("--expires-in", default=None, help="A duration such as 30d; TOKEN_MAX_AGE if left out.")
+def create_token_command(username: str, expires_in: str | None) -> None:
+    """Print an access token for a user."""
+    try:
+        seconds = parse_positive_duration(expires_in or current_app.config["TOKEN_MAX_AGE"])
+    except ValueError as error:
+        raise click.ClickException(f"--expires-in: {error}") from None
+    click.echo(issue_token(find_user(username), seconds))
+
+
+@sit.command("revoke-tokens")
+@click.argument("username")
+def revoke_tokens_command(username: str) -> None:
+    """Invalidate every token issued to a user so far."""
+    user = find_user(username)
+    user.revoke_tokens()
+    db.session.commit()
+    click.echo(f"revoked every token of {username}")
+
+
+@sit.command("set-password")
+@click.argument("username")
+@click.password_option(help="Prompted for when not given.")
+def set_password_command(username: str, password: str) -> None:
+    """Change a user's password; their existing tokens stop working."""
+    if not password:
+        raise click.ClickException("password: may not be empty")
+    find_user(username).set_password(password)
+    db.session.commit()
+    click.echo(f"changed the password of {username}; their old tokens are revoked")
+
+
+@sit.command("seed-demo")
+@click.option("--users", type=click.IntRange(1, 1_000_000), required=True)
+@click.option("--issues", type=click.IntRange(0, 10_000_000), required=True)
+@click.option("--password", default=None, help="The demo users' password; random if left out.")
+def seed_demo_command(users: int, issues: int, password: str | None) -> None:
+    """Add demo users demo1... and issues assigned among them (no emails are scheduled)."""
+    password = password or secrets.token_urlsafe(12)
+    with click.progressbar(length=users + issues, label="seeding", file=click.get_text_stream("stderr")) as bar:
+        demo.seed(users, issues, password, progress=bar.update)
+    click.echo(f"added {users} users (password {password}) and {issues} issues")
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(sit)

@@ -1,0 +1,8 @@
+"""The one clock of SIT: every "now" comes from here, so tests can move time without sleeping."""
+
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(UTC)

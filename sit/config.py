@@ -1,0 +1,129 @@
+"""Configuration: defaults, duration parsing and the one validation step run at start-up."""
+
+import os
+import re
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+from flask import Flask
+
+
+class ConfigError(click.ClickException):
+    """A configuration value that stops start-up; its message names the key."""
+
+
+class Defaults:
+    """SIT's defaults; `instance/config.py` and `SIT_<KEY>` environment variables override them."""
+
+    ASSIGNMENT_EMAIL_DELAY = "12m"
+    DIGEST_INTERVAL = "24h"
+    TOKEN_MAX_AGE = "7d"
+    PUBLIC_URL = "http://127.0.0.1:8000"
+    SCHEDULER_ENABLED = True
+    MAX_CONTENT_LENGTH = 1024 * 1024
+    SQLALCHEMY_DATABASE_URI = None  # sqlite:///<instance>/sit.db, filled in by load()
+    SECRET_KEY = None  # generated once into <instance>/secret_key, filled in by load()
+
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_UNIT_SECONDS = (86400, 3600, 60, 1)
+
+
+def parse_duration(value: Any) -> int:
+    """Seconds in `720`, `"720"`, `"10s"`, `"12m"` or `"1h30m"` (units d, h, m, s in that order).
+
+    :raise ValueError: the value is not such a duration.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return int(text)
+        match = _DURATION.fullmatch(text)
+        if text and match:
+            return sum(int(n or 0) * unit for n, unit in zip(match.groups(), _UNIT_SECONDS))
+    raise ValueError(f"{value!r} is not a duration (seconds, or whole units like 10s, 12m, 1h30m)")
+
+
+def parse_bool(value: Any) -> bool:
+    """`true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off` in any case, or a real bool."""
+    if isinstance(value, bool):
+        return value
+    words = {"true": True, "1": True, "yes": True, "on": True}
+    words |= {"false": False, "0": False, "no": False, "off": False}
+    key = str(value).strip().lower()
+    if key not in words:
+        raise ValueError(f"{value!r} is not true or false")
+    return words[key]
+
+
+def parse_public_url(value: Any) -> str:
+    """An absolute http(s) URL without a trailing slash."""
+    parts = urlsplit(str(value))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an absolute http:// or https:// URL")
+    return str(value).rstrip("/")
+
+
+def parse_positive_duration(value: Any) -> int:
+    """A duration of at least one second."""
+    seconds = parse_duration(value)
+    if seconds < 1:
+        raise ValueError(f"{value!r} must be at least one second")
+    return seconds
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "ASSIGNMENT_EMAIL_DELAY": parse_duration,
+    "DIGEST_INTERVAL": parse_positive_duration,
+    "TOKEN_MAX_AGE": parse_positive_duration,
+    "PUBLIC_URL": parse_public_url,
+    "SCHEDULER_ENABLED": parse_bool,
+}
+
+
+def load(app: Flask, overrides: dict[str, Any] | None) -> None:
+    """Fill `app.config`: defaults, `instance/config.py`, `SIT_*` variables, then `overrides`.
+
+    :raise ConfigError: a value is invalid or a `SIT_*` variable names no known key.
+    """
+    app.config.from_object(Defaults)
+    app.config.from_pyfile("config.py", silent=True)
+    known = set(app.config)
+    app.config.from_prefixed_env("SIT")
+    unknown = sorted(set(app.config) - known - {"INSTANCE_PATH"})
+    if unknown:
+        raise ConfigError(f"SIT_{unknown[0]}: unknown configuration key")
+    app.config.update(overrides or {})
+    for key, parse in _PARSERS.items():
+        try:
+            app.config[key] = parse(app.config[key])
+        except ValueError as error:
+            raise ConfigError(f"{key}: {error}") from None
+    if not app.config["SQLALCHEMY_DATABASE_URI"]:
+        app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{Path(app.instance_path) / 'sit.db'}"
+    if not app.config["SECRET_KEY"]:
+        app.config["SECRET_KEY"] = read_or_create_secret_key(Path(app.instance_path))
+
+
+def read_or_create_secret_key(instance: Path) -> str:
+    """The key in `<instance>/secret_key`, created once (mode 0600) even when workers race."""
+    path = instance / "secret_key"
+    if not path.exists():
+        instance.mkdir(parents=True, exist_ok=True)
+        draft = instance / f".secret_key.{os.getpid()}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_hex(32))
+        try:
+            os.link(draft, path)  # atomic: the first writer wins, the others read its key
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()

@@ -1,0 +1,84 @@
+"""Every error answer is `application/problem+json` (RFC 9457), and it is made here only."""
+
+from http import HTTPStatus
+from typing import Any, NoReturn
+
+from apiflask import APIFlask, HTTPError
+from flask import Response, current_app, request
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm.exc import StaleDataError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+PROBLEM_JSON = "application/problem+json"
+
+# pydantic's wording, said the way a user of this API thinks of it
+_MESSAGES = {"Extra inputs are not permitted": "unknown field"}
+
+
+def problem(
+    status: int,
+    detail: str,
+    errors: dict[str, list[str]] | None = None,
+    headers: Any = None,
+) -> Response:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    response = current_app.json.response(body)
+    response.status_code = status
+    response.headers.update(headers or {})
+    response.mimetype = PROBLEM_JSON
+    return response
+
+
+def invalid(errors: dict[str, list[str]]) -> NoReturn:
+    """Answer 400 naming each field and what is wrong with it, as failed validation does."""
+    raise HTTPError(400, extra_data={"errors": errors})
+
+
+def _describe(errors: dict[str, list[str]]) -> str:
+    return "; ".join(f"{field}: {', '.join(messages)}" for field, messages in errors.items())
+
+
+def from_http_error(error: HTTPError) -> Response:
+    """APIFlask's errors: `abort()`, auth failures, and schema validation (`detail` per location)."""
+    errors = dict(error.extra_data.get("errors", {}))
+    if error.status_code == 400 and isinstance(error.detail, dict):
+        for fields in error.detail.values():
+            for field, messages in fields.items():
+                errors[field] = [_MESSAGES.get(m, m) for m in messages]
+    detail = _describe(errors) if errors else error.message
+    return problem(error.status_code, detail, errors, error.headers)
+
+
+def from_werkzeug(error: HTTPException) -> Response:
+    """Routing, method, size and JSON-decoding errors, and the 500 of an unhandled exception."""
+    status = error.code or 500
+    headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+    detail = error.description or HTTPStatus(status).description
+    if isinstance(error, InternalServerError):
+        detail = "The server hit an unexpected error; it has been logged."
+    return problem(status, detail, headers=headers)
+
+
+def from_stale_data(error: StaleDataError) -> Response:
+    """Another request changed the issue between our read and our write."""
+    detail = "The issue was changed by another request meanwhile; fetch it and try again."
+    return problem(412 if request.if_match else 409, detail)
+
+
+def from_database_unavailable(error: OperationalError) -> Response:
+    current_app.logger.exception("database unavailable")
+    return problem(503, "The database is unavailable; try again shortly.", headers={"Retry-After": "5"})
+
+
+def init_app(app: APIFlask) -> None:
+    app.error_processor(from_http_error)
+    app.register_error_handler(HTTPException, from_werkzeug)
+    app.register_error_handler(StaleDataError, from_stale_data)
+    app.register_error_handler(OperationalError, from_database_unavailable)

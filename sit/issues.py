@@ -1,0 +1,155 @@
+"""The issue API: anyone signed in reads every issue; only its creator changes or deletes it."""
+
+from typing import Any
+
+import sqlalchemy as sa
+from apiflask import APIBlueprint, abort
+from flask import Response, request
+
+from sit import errors
+from sit.extensions import db, token_auth
+from sit.models import Issue, User
+from sit.pagination import paginate
+from sit.schemas import IssueHeaders, IssueIn, IssueOut, IssuePatch, IssueQuery, PageHeaders
+
+bp = APIBlueprint("issues", __name__, tag="Issues")
+
+ISSUE = "/api/<int(min=1, max=9223372036854775807):pk>/"
+CHANGE_ERRORS = {
+    403: "Only the issue's creator may change or delete it",
+    412: "If-Match names a version that is no longer current",
+}
+SORT_COLUMNS = {"id": Issue.id, "created": Issue.created_at, "updated": Issue.updated_at}
+
+
+def get_issue_or_404(pk: int) -> Issue:
+    """:raise 404: no issue has this id."""
+    return db.get_or_404(Issue, pk, description=f"There is no issue {pk}.")
+
+
+def get_own_issue(pk: int) -> Issue:
+    """The issue, for a change by the caller.
+
+    :raise 404: no issue has this id.
+    :raise 403: the caller did not create it: only its creator may change or delete an issue.
+    :raise 412: `If-Match` names a version of the issue that is no longer current.
+    """
+    issue = get_issue_or_404(pk)
+    if issue.created_by_id != token_auth.current_user.id:
+        abort(403, f"Only the issue's creator ({issue.creator.username}) may change or delete it.")
+    if request.if_match and not request.if_match.contains(issue.etag):
+        abort(412, "The issue has changed since you read it (If-Match); fetch it and try again.")
+    return issue
+
+
+def check_assignee(fields: dict[str, Any]) -> None:
+    """:raise 400: `assigned_to` names no user."""
+    user_id = fields.get("assigned_to")
+    if user_id is not None and db.session.get(User, user_id) is None:
+        errors.invalid({"assigned_to": [f"there is no user {user_id}"]})
+
+
+def search(query: IssueQuery, me: User) -> sa.Select[tuple[Issue]]:
+    """The listing's filters, search words and order, as one unexecuted query."""
+    select = sa.select(Issue)
+    if query.status:
+        select = select.where(Issue.status == query.status)
+    if query.assigned_to == "none":
+        select = select.where(Issue.assigned_to_id.is_(None))
+    elif query.assigned_to is not None:
+        select = select.where(Issue.assigned_to_id == (me.id if query.assigned_to == "me" else query.assigned_to))
+    if query.created_by is not None:
+        username = me.username if query.created_by == "me" else query.created_by
+        select = select.join(Issue.creator).where(User.username == username)
+    for word in (query.q or "").split():
+        select = select.where(
+            Issue.title.icontains(word, autoescape=True)
+            | Issue.description.icontains(word, autoescape=True)
+        )
+    column = SORT_COLUMNS[query.sort]
+    order = sa.asc if query.direction == "asc" else sa.desc
+    return select.order_by(order(column), order(Issue.id))
+
+
+def respond(issue: Issue, status: int = 200, headers: dict[str, str] | None = None) -> Any:
+    """The issue with its ETag; `304` when the caller's `If-None-Match` already has it."""
+    if request.method in ("GET", "HEAD") and request.if_none_match.contains_weak(issue.etag):
+        response = Response(status=304)
+        response.set_etag(issue.etag)
+        return response
+    return issue, status, {"ETag": f'"{issue.etag}"', **(headers or {})}
+
+
+@bp.get("/")
+@bp.get("/api/")
+@bp.auth_required(token_auth)
+@bp.input(IssueQuery, location="query")
+@bp.output(list[IssueOut], headers=PageHeaders)
+def list_issues(query_data: IssueQuery) -> Any:
+    """List issues, newest first, with filters, search, sort and paging."""
+    items, headers = paginate(search(query_data, token_auth.current_user), query_data)
+    return items, 200, headers
+
+
+@bp.post("/")
+@bp.post("/api/")
+@bp.auth_required(token_auth)
+@bp.input(IssueIn, location="json_or_form")
+@bp.output(IssueOut, status_code=201, headers=IssueHeaders)
+def create_issue(json_or_form_data: IssueIn) -> Any:
+    """Create an issue; the caller is its creator."""
+    fields = json_or_form_data.model_dump()
+    check_assignee(fields)
+    issue = Issue(creator=token_auth.current_user)
+    issue.change(fields)
+    db.session.add(issue)
+    db.session.commit()
+    return respond(issue, 201, {"Location": IssueOut.model_validate(issue).url})
+
+
+@bp.get(ISSUE)
+@bp.auth_required(token_auth)
+@bp.output(IssueOut, headers=IssueHeaders)
+@bp.doc(responses={304: "Not modified: If-None-Match names the current version"})
+def get_issue(pk: int) -> Any:
+    """Get one issue."""
+    return respond(get_issue_or_404(pk))
+
+
+@bp.put(ISSUE)
+@bp.auth_required(token_auth)
+@bp.input(IssueIn, location="json_or_form")
+@bp.output(IssueOut, headers=IssueHeaders)
+@bp.doc(responses=CHANGE_ERRORS)
+def replace_issue(pk: int, json_or_form_data: IssueIn) -> Any:
+    """Replace every writable field of an issue you created."""
+    return change_issue(pk, json_or_form_data.model_dump())
+
+
+@bp.patch(ISSUE)
+@bp.auth_required(token_auth)
+@bp.input(IssuePatch, location="json_or_form")
+@bp.output(IssueOut, headers=IssueHeaders)
+@bp.doc(responses=CHANGE_ERRORS)
+def update_issue(pk: int, json_or_form_data: IssuePatch) -> Any:
+    """Change the given fields of an issue you created."""
+    return change_issue(pk, json_or_form_data.model_dump(exclude_unset=True))
+
+
+@bp.delete(ISSUE)
+@bp.auth_required(token_auth)
+@bp.output({}, status_code=204)
+@bp.doc(responses=CHANGE_ERRORS)
+def delete_issue(pk: int) -> Any:
+    """Delete an issue you created."""
+    db.session.delete(get_own_issue(pk))
+    db.session.commit()
+    return ""
+
+
+def change_issue(pk: int, fields: dict[str, Any]) -> Any:
+    issue = get_own_issue(pk)
+    check_assignee(fields)
+    issue.change(fields)
+    db.session.commit()
+    return respond(issue)

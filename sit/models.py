@@ -1,0 +1,101 @@
+"""The data: users, issues and failed logins. Models change themselves; they never commit."""
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from sit.clock import utcnow
+from sit.extensions import db
+
+MAX_ID = 2**63 - 1  # the largest id a 64-bit integer column holds
+STATUSES = ("O", "C")
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Stored as naive UTC (SQLite keeps no time zone), read back as aware UTC."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.astimezone(UTC).replace(tzinfo=None) if value else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value else value
+
+
+class User(db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(sa.String(150), unique=True)
+    email: Mapped[str] = mapped_column(sa.String(254))
+    first_name: Mapped[str] = mapped_column(sa.String(150), default="")
+    last_name: Mapped[str] = mapped_column(sa.String(150), default="")
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    token_generation: Mapped[int] = mapped_column(default=0)
+
+    def set_password(self, password: str) -> None:
+        """Store a scrypt hash; tokens issued under the old password stop working."""
+        self.password_hash = generate_password_hash(password)
+        self.revoke_tokens()
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    def revoke_tokens(self) -> None:
+        """Invalidate every token issued so far: they carry the old generation."""
+        self.token_generation = (self.token_generation or 0) + 1
+
+
+def new_issue_id() -> str:
+    return secrets.token_hex(6)
+
+
+class Issue(db.Model):
+    __tablename__ = "issues"
+    __table_args__ = {"sqlite_autoincrement": True}  # a deleted issue's URL is never reused
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    issue_id: Mapped[str] = mapped_column(sa.String(12), unique=True, default=new_issue_id)
+    title: Mapped[str] = mapped_column(sa.String(255))
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    status: Mapped[str] = mapped_column(sa.String(1), default="O", index=True)
+    assigned_to_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    created_by_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, index=True
+    )
+    version: Mapped[int] = mapped_column()
+
+    creator: Mapped[User] = relationship(foreign_keys=[created_by_id], lazy="joined", innerjoin=True)
+
+    # Every UPDATE and DELETE says "WHERE version = <the version read>", so a change made by
+    # another request in between fails instead of being overwritten.
+    __mapper_args__ = {"version_id_col": version}
+
+    @property
+    def etag(self) -> str:
+        """Changes whenever the issue changes, and differs between issues."""
+        return f"{self.issue_id}-{self.version}"
+
+    def change(self, fields: dict[str, Any]) -> None:
+        """Set the given writable fields (`assigned_to` is a user id or None)."""
+        for name, value in fields.items():
+            setattr(self, "assigned_to_id" if name == "assigned_to" else name, value)
+
+
+class LoginFailure(db.Model):
+    """One failed login, kept for the throttle's window; shared by every worker and host."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (sa.Index("ix_login_failures_username_failed_at", "username", "failed_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(sa.String(150))
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

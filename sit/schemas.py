@@ -1,0 +1,171 @@
+"""Input and output shapes, one set per resource; they also write the OpenAPI document."""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from flask import current_app, request
+from pydantic import (
+    AliasPath,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    computed_field,
+    field_validator,
+    model_validator,
+)
+from werkzeug.exceptions import UnsupportedMediaType
+
+from sit.models import MAX_ID
+
+STATUS_ALIASES = {"o": "O", "open": "O", "c": "C", "closed": "C"}
+READ_ONLY_FIELDS = frozenset({"id", "issue_id", "created_by", "created_at", "updated_at", "url"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+def check_body_type() -> None:
+    """:raise 415: a request body that is neither JSON nor a form."""
+    has_body = request.content_length or request.headers.get("Transfer-Encoding")
+    is_form = request.mimetype in FORM_TYPES
+    if request.method in BODY_METHODS and has_body and not (request.is_json or is_form):
+        raise UnsupportedMediaType(
+            f"Send the body as application/json or form-encoded, not {request.mimetype!r}."
+        )
+
+
+def _status(value: Any) -> Any:
+    return STATUS_ALIASES.get(value.strip().lower(), value) if isinstance(value, str) else value
+
+
+def _user_ref(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a user id (an integer) or null")
+    return None if value == "" else value
+
+
+Status = Annotated[Literal["O", "C"], BeforeValidator(_status)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
+UserRef = Annotated[DbId | None, BeforeValidator(_user_ref)]
+Timestamp = Annotated[
+    datetime, PlainSerializer(lambda at: at.strftime("%Y-%m-%dT%H:%M:%SZ"), return_type=str)
+]
+
+
+class WritableIssue(BaseModel):
+    """Read-only fields a client sends back are dropped; any other unknown field is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_read_only(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in READ_ONLY_FIELDS}
+        return data
+
+
+class IssueIn(WritableIssue):
+    """A new issue, or every writable field of one (PUT): what is left out takes its default."""
+
+    title: Title
+    description: str = ""
+    assigned_to: UserRef = Field(default=None, description="A user's id, or null")
+    status: Status = Field(default="O", description="O (open) or C (closed); open/closed too")
+
+
+class IssuePatch(WritableIssue):
+    """Only the fields given change."""
+
+    title: Title | None = None
+    description: str | None = None
+    assigned_to: UserRef = Field(default=None, description="A user's id, or null")
+    status: Status | None = Field(default=None, description="O, C, open or closed")
+
+    @field_validator("title", "description", "status", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may not be null")
+        return value
+
+
+class IssueOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    issue_id: str
+    title: str
+    description: str
+    assigned_to: int | None = Field(validation_alias="assigned_to_id")
+    created_by: str = Field(validation_alias=AliasPath("creator", "username"))
+    status: Literal["O", "C"]
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def url(self) -> str:
+        return f"{current_app.config['PUBLIC_URL']}/api/{self.id}/"
+
+
+class PageQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    page: int = Field(default=1, ge=1, le=10**9)
+    per_page: int = Field(default=30, ge=1, le=100)
+
+
+class IssueQuery(PageQuery):
+    status: Status | None = None
+    assigned_to: Literal["me", "none"] | DbId | None = Field(
+        default=None, description="A user's id, `me` or `none`"
+    )
+    created_by: str | None = Field(default=None, max_length=150, description="A username or `me`")
+    q: str | None = Field(default=None, max_length=1000, description="Words in title or description")
+    sort: Literal["id", "created", "updated"] = "created"
+    direction: Literal["asc", "desc"] = "desc"
+
+
+class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    username: str
+    first_name: str
+    last_name: str
+
+
+class MeOut(UserOut):
+    email: str
+
+
+class Credentials(BaseModel):
+    """As JSON or a form; HTTP Basic credentials fill in what the body leaves out."""
+
+    username: str | None = Field(default=None, max_length=150)
+    password: str | None = None
+
+
+class TokenOut(BaseModel):
+    token: str
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int = Field(description="Seconds until the token expires")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "unavailable"]
+
+
+class PageHeaders(BaseModel):
+    link: str = Field(alias="Link", description="first, prev, next and last pages (RFC 8288)")
+    x_total_count: int = Field(alias="X-Total-Count", description="Items on all pages together")
+
+
+class IssueHeaders(BaseModel):
+    etag: str = Field(alias="ETag", description="Changes whenever the issue changes")

@@ -1,0 +1,39 @@
+"""Who can be assigned: every user's public name, and the caller's own email."""
+
+from typing import Any
+
+import sqlalchemy as sa
+from apiflask import APIBlueprint
+
+from sit.extensions import db, token_auth
+from sit.models import User
+from sit.pagination import paginate
+from sit.schemas import MeOut, PageHeaders, PageQuery, UserOut
+
+bp = APIBlueprint("users", __name__, tag="Users", url_prefix="/api/users")
+
+
+@bp.get("/")
+@bp.auth_required(token_auth)
+@bp.input(PageQuery, location="query")
+@bp.output(list[UserOut], headers=PageHeaders)
+def list_users(query_data: PageQuery) -> Any:
+    """List users, by id."""
+    items, headers = paginate(sa.select(User).order_by(User.id), query_data)
+    return items, 200, headers
+
+
+@bp.get("/<int(min=1, max=9223372036854775807):pk>/")
+@bp.auth_required(token_auth)
+@bp.output(UserOut)
+def get_user(pk: int) -> User:
+    """Get one user."""
+    return db.get_or_404(User, pk, description=f"There is no user {pk}.")
+
+
+@bp.get("/me/")
+@bp.auth_required(token_auth)
+@bp.output(MeOut)
+def get_me() -> User:
+    """Get the caller, with their email address."""
+    return token_auth.current_user
