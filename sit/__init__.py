@@ -8,7 +8,7 @@ from apiflask import APIFlask
 
 from sit import auth, cli, config, docs, errors, health, issues, sqlite, users
 from sit.extensions import db, migrate
-from sit.schemas import check_body_type
+from sit.schemas import Request, check_body_type
 
 PROJECT_INSTANCE = Path(__file__).resolve().parent.parent / "instance"
 
@@ -17,9 +17,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
     """Build the app: configuration, extensions, blueprints, error handlers, CLI."""
     instance = os.environ.get("SIT_INSTANCE_PATH") or PROJECT_INSTANCE
     app = APIFlask(
-        __name__, title="SIT", version="1.0", instance_path=str(Path(instance).resolve()),
-        spec_path="/openapi.json", docs_path="/docs", static_folder=None,
+        __name__,
+        title="SIT",
+        version="1.0",
+        instance_path=str(Path(instance).resolve()),
+        spec_path="/openapi.json",
+        docs_path="/docs",
+        static_folder=None,
     )
+    app.request_class = Request
     app.json.sort_keys = False  # fields in the order the schemas declare them
     config.load(app, test_config)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = sqlite.engine_options(

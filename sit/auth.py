@@ -98,7 +98,8 @@ def note_login(username: str, succeeded: bool) -> None:
     if succeeded:
         db.session.execute(sa.delete(LoginFailure).where(LoginFailure.username == username))
         return
-    db.session.execute(sa.delete(LoginFailure).where(LoginFailure.failed_at <= now - THROTTLE_WINDOW))
+    expired = LoginFailure.failed_at <= now - THROTTLE_WINDOW
+    db.session.execute(sa.delete(LoginFailure).where(expired))
     db.session.add(LoginFailure(username=username, failed_at=now))
 
 
@@ -122,15 +123,23 @@ def credentials(body: Credentials) -> tuple[str, str]:
 @bp.post("/get-token/")
 @bp.input(Credentials, location="json_or_form")
 @bp.output(TokenOut)
-@bp.doc(responses={400: "Missing username or password", 401: "Wrong credentials",
-                   429: "Too many failed logins for this username"})
+@bp.doc(
+    responses={
+        400: "Missing username or password",
+        401: "Wrong credentials",
+        429: "Too many failed logins for this username",
+    }
+)
 def get_token(json_or_form_data: Credentials) -> dict[str, Any]:
     """Get an access token for a username and password (form, JSON or HTTP Basic)."""
     username, password = credentials(json_or_form_data)
     wait = seconds_until_allowed(username)
     if wait:
-        abort(429, f"Too many failed logins for this username; try again in {wait} s.",
-              headers={"Retry-After": str(wait)})
+        abort(
+            429,
+            f"Too many failed logins for this username; try again in {wait} s.",
+            headers={"Retry-After": str(wait)},
+        )
     user = authenticate(username, password)
     note_login(username, succeeded=user is not None)
     db.session.commit()

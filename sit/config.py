@@ -46,7 +46,9 @@ def parse_duration(value: Any) -> int:
             return int(text)
         match = _DURATION.fullmatch(text)
         if text and match:
-            return sum(int(n or 0) * unit for n, unit in zip(match.groups(), _UNIT_SECONDS))
+            return sum(
+                int(n or 0) * unit for n, unit in zip(match.groups(), _UNIT_SECONDS, strict=True)
+            )
     raise ValueError(f"{value!r} is not a duration (seconds, or whole units like 10s, 12m, 1h30m)")
 
 

@@ -51,9 +51,12 @@ def problem_content(spec: dict[str, Any]) -> dict[str, Any]:
 
 def init_app(app: APIFlask) -> None:
     app.config.update(SETTINGS)
+    app.config["SERVERS"] = [{"url": app.config["PUBLIC_URL"]}]  # never the request's Host
     app.spec_processor(problem_content)
     assets = Blueprint(
-        "docs_assets", __name__, static_folder=str(files("swagger_ui") / "static"),
+        "docs_assets",
+        __name__,
+        static_folder=str(files("swagger_ui") / "static"),
         static_url_path=ASSETS,
     )
     app.register_blueprint(assets)

@@ -13,6 +13,14 @@ PROBLEM_JSON = "application/problem+json"
 
 # pydantic's wording, said the way a user of this API thinks of it
 _MESSAGES = {"Extra inputs are not permitted": "unknown field"}
+_WHOLE_BODY = "_schema"  # where APIFlask files errors about the body as a whole
+
+
+def _message(text: str) -> str:
+    text = text.removeprefix("Value error, ")
+    if text.startswith("Input should be a valid dictionary"):
+        return "must be a JSON object or a form"
+    return _MESSAGES.get(text, text)
 
 
 def problem(
@@ -46,12 +54,12 @@ def _describe(errors: dict[str, list[str]]) -> str:
 
 
 def from_http_error(error: HTTPError) -> Response:
-    """APIFlask's errors: `abort()`, auth failures, and schema validation (`detail` per location)."""
+    """APIFlask's errors: `abort()`, auth failures, schema validation (`detail` per location)."""
     errors = dict(error.extra_data.get("errors", {}))
     if error.status_code == 400 and isinstance(error.detail, dict):
         for fields in error.detail.values():
             for field, messages in fields.items():
-                errors[field] = [_MESSAGES.get(m, m) for m in messages]
+                errors["body" if field == _WHOLE_BODY else field] = list(map(_message, messages))
     detail = _describe(errors) if errors else error.message
     return problem(error.status_code, detail, errors, error.headers)
 
@@ -74,7 +82,8 @@ def from_stale_data(error: StaleDataError) -> Response:
 
 def from_database_unavailable(error: OperationalError) -> Response:
     current_app.logger.exception("database unavailable")
-    return problem(503, "The database is unavailable; try again shortly.", headers={"Retry-After": "5"})
+    detail = "The database is unavailable; try again shortly."
+    return problem(503, detail, headers={"Retry-After": "5"})
 
 
 def init_app(app: APIFlask) -> None:

@@ -13,7 +13,7 @@ class Base(DeclarativeBase):
 
 
 class TokenAuth(HTTPTokenAuth):
-    """`Authorization: Bearer <token>`, and the original version's `Authorization: Token <token>`."""
+    """`Authorization: Bearer <token>`, and the original version's `Token <token>` too."""
 
     SCHEMES = ("bearer", "token")
 

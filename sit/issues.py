@@ -57,7 +57,8 @@ def search(query: IssueQuery, me: User) -> sa.Select[tuple[Issue]]:
     if query.assigned_to == "none":
         select = select.where(Issue.assigned_to_id.is_(None))
     elif query.assigned_to is not None:
-        select = select.where(Issue.assigned_to_id == (me.id if query.assigned_to == "me" else query.assigned_to))
+        assignee = me.id if query.assigned_to == "me" else query.assigned_to
+        select = select.where(Issue.assigned_to_id == assignee)
     if query.created_by is not None:
         username = me.username if query.created_by == "me" else query.created_by
         select = select.join(Issue.creator).where(User.username == username)

@@ -73,7 +73,9 @@ class Issue(db.Model):
     )
     version: Mapped[int] = mapped_column()
 
-    creator: Mapped[User] = relationship(foreign_keys=[created_by_id], lazy="joined", innerjoin=True)
+    creator: Mapped[User] = relationship(
+        foreign_keys=[created_by_id], lazy="joined", innerjoin=True
+    )
 
     # Every UPDATE and DELETE says "WHERE version = <the version read>", so a change made by
     # another request in between fails instead of being overwritten.

@@ -3,6 +3,7 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import flask
 from flask import current_app, request
 from pydantic import (
     AliasPath,
@@ -16,7 +17,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from sit.models import MAX_ID
 
@@ -24,6 +25,12 @@ STATUS_ALIASES = {"o": "O", "open": "O", "c": "C", "closed": "C"}
 READ_ONLY_FIELDS = frozenset({"id", "issue_id", "created_by", "created_at", "updated_at", "url"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+class Request(flask.Request):
+    def on_json_loading_failed(self, e: ValueError | None) -> Any:
+        """:raise 400: the body is not JSON, with the parser's reason."""
+        raise BadRequest(f"The body is not valid JSON: {e}")
 
 
 def check_body_type() -> None:
@@ -125,7 +132,7 @@ class IssueQuery(PageQuery):
         default=None, description="A user's id, `me` or `none`"
     )
     created_by: str | None = Field(default=None, max_length=150, description="A username or `me`")
-    q: str | None = Field(default=None, max_length=1000, description="Words in title or description")
+    q: str | None = Field(default=None, max_length=1000, description="Words to find (all of them)")
     sort: Literal["id", "created", "updated"] = "created"
     direction: Literal["asc", "desc"] = "desc"
 

@@ -1,0 +1,174 @@
+"""Fixtures: `app` → `client`, `runner`; users and their tokens; real gunicorn servers."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from flask_migrate import upgrade
+
+from sit import create_app
+from sit.auth import issue_token
+from sit.cli import create_user
+from sit.extensions import db
+from sit.models import User
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database built by the real migrations, copied fresh for each test."""
+    folder = tmp_path_factory.mktemp("template")
+    path = folder / "sit.db"
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}", "SECRET_KEY": "x"})
+    with app.app_context():
+        upgrade(directory=str(ROOT / "migrations"))
+        db.engine.dispose()
+    return path
+
+
+@pytest.fixture
+def instance(tmp_path: Path, migrated_db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An instance folder of its own, holding a migrated database."""
+    folder = tmp_path / "instance"
+    folder.mkdir()
+    shutil.copy(migrated_db, folder / "sit.db")
+    monkeypatch.setenv("SIT_INSTANCE_PATH", str(folder))
+    return folder
+
+
+@pytest.fixture
+def app(instance: Path) -> Iterator[Any]:
+    app = create_app({"TESTING": True, "PUBLIC_URL": "http://sit.test"})
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Any) -> Any:
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def alice(app: Any) -> User:
+    return create_user("alice", "alice@example.com", PASSWORD, "Alice", "Liddell")
+
+
+@pytest.fixture
+def bob(app: Any) -> User:
+    return create_user("bob", "bob@example.com", PASSWORD, "Bob", "Builder")
+
+
+def bearer(user: User, expires_in: int = 3600) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_token(user, expires_in)}"}
+
+
+@pytest.fixture
+def as_alice(alice: User) -> dict[str, str]:
+    return bearer(alice)
+
+
+@pytest.fixture
+def as_bob(bob: User) -> dict[str, str]:
+    return bearer(bob)
+
+
+@pytest.fixture
+def new_issue(client: Any, as_alice: dict[str, str], bob: User) -> Callable[..., dict[str, Any]]:
+    """Create an issue as alice (assigned to bob unless told otherwise) and return its JSON."""
+
+    def create(**fields: Any) -> dict[str, Any]:
+        body = {"title": "Printer on fire", "description": "Smoke", "assigned_to": bob.id} | fields
+        response = client.post("/api/", json=body, headers=as_alice)
+        assert response.status_code == 201, response.json
+        return response.json
+
+    return create
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def flask_cli(instance: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `flask ...` in a subprocess against an instance folder, as a user would."""
+    environ = os.environ | {"SIT_INSTANCE_PATH": str(instance), "FLASK_APP": "sit"} | env
+    return subprocess.run(
+        [str(BIN / "flask"), *args],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@contextmanager
+def gunicorn(instance: Path, workers: int = 4, **env: str) -> Iterator[str]:
+    """Serve SIT with real gunicorn and `workers` workers; yields its base URL."""
+    port = free_port()
+    log = (instance / "gunicorn.log").open("w")
+    process = subprocess.Popen(
+        [
+            str(BIN / "gunicorn"),
+            "-c",
+            "gunicorn.conf.py",
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{port}",
+            "wsgi:app",
+        ],
+        cwd=ROOT,
+        env=os.environ | {"SIT_INSTANCE_PATH": str(instance)} | env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            assert process.poll() is None, (instance / "gunicorn.log").read_text()
+            return False
+
+    try:
+        wait_until(healthy, 30, "gunicorn to answer /healthz")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
