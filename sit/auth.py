@@ -11,8 +11,7 @@ from flask import current_app, g, request
 from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from sit import errors
-from sit.clock import utcnow
+from sit import clock, errors
 from sit.extensions import db, token_auth
 from sit.models import LoginFailure, User
 from sit.schemas import Credentials, TokenOut
@@ -30,7 +29,7 @@ def _serializer() -> URLSafeSerializer:
 
 def issue_token(user: User, expires_in: int) -> str:
     """A signed token naming the user and their token generation; nothing is stored."""
-    expires = int(utcnow().timestamp()) + expires_in
+    expires = int(clock.utcnow().timestamp()) + expires_in
     return _serializer().dumps({"sub": user.id, "gen": user.token_generation, "exp": expires})
 
 
@@ -42,7 +41,7 @@ def user_for_token(token: str) -> User | None:
     except (BadSignature, TypeError, KeyError):
         g.token_problem = "The access token is malformed or was not signed by this server."
         return None
-    if expires <= utcnow().timestamp():
+    if expires <= clock.utcnow().timestamp():
         g.token_problem = "The access token has expired; get a new one from /get-token/."
         return None
     user = db.session.get(User, user_id)
@@ -79,7 +78,7 @@ def authenticate(username: str, password: str) -> User | None:
 
 def seconds_until_allowed(username: str) -> int:
     """0 when `username` may try to log in now; else how long until its window frees."""
-    now = utcnow()
+    now = clock.utcnow()
     tenth_latest = db.session.scalar(
         sa.select(LoginFailure.failed_at)
         .where(LoginFailure.username == username, LoginFailure.failed_at > now - THROTTLE_WINDOW)
@@ -94,7 +93,7 @@ def seconds_until_allowed(username: str) -> int:
 
 def note_login(username: str, succeeded: bool) -> None:
     """Count a failure in the throttle's window, or clear the username's count on success."""
-    now = utcnow()
+    now = clock.utcnow()
     if succeeded:
         db.session.execute(sa.delete(LoginFailure).where(LoginFailure.username == username))
         return

@@ -58,8 +58,10 @@ def from_http_error(error: HTTPError) -> Response:
     errors = dict(error.extra_data.get("errors", {}))
     if error.status_code == 400 and isinstance(error.detail, dict):
         for fields in error.detail.values():
-            for field, messages in fields.items():
-                errors["body" if field == _WHOLE_BODY else field] = list(map(_message, messages))
+            for path, messages in fields.items():
+                field = path.split(".")[0]  # a union's members add their names to the path
+                field = "body" if field == _WHOLE_BODY else field
+                errors.setdefault(field, []).extend(map(_message, messages))
     detail = _describe(errors) if errors else error.message
     return problem(error.status_code, detail, errors, error.headers)
 

@@ -8,13 +8,13 @@ from flask import Response, request
 
 from sit import errors
 from sit.extensions import db, token_auth
-from sit.models import Issue, User
+from sit.models import Issue, User, get_or_404
 from sit.pagination import paginate
 from sit.schemas import IssueHeaders, IssueIn, IssueOut, IssuePatch, IssueQuery, PageHeaders
 
 bp = APIBlueprint("issues", __name__, tag="Issues")
 
-ISSUE = "/api/<int(min=1, max=9223372036854775807):pk>/"
+ISSUE = "/api/<int:pk>/"
 CHANGE_ERRORS = {
     403: "Only the issue's creator may change or delete it",
     412: "If-Match names a version that is no longer current",
@@ -24,7 +24,7 @@ SORT_COLUMNS = {"id": Issue.id, "created": Issue.created_at, "updated": Issue.up
 
 def get_issue_or_404(pk: int) -> Issue:
     """:raise 404: no issue has this id."""
-    return db.get_or_404(Issue, pk, description=f"There is no issue {pk}.")
+    return get_or_404(Issue, pk)
 
 
 def get_own_issue(pk: int) -> Issue:

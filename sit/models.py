@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from flask import abort
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -50,6 +51,17 @@ class User(db.Model):
     def revoke_tokens(self) -> None:
         """Invalidate every token issued so far: they carry the old generation."""
         self.token_generation = (self.token_generation or 0) + 1
+
+
+def get_or_404(model: type[db.Model], pk: int) -> Any:
+    """The row with this id.
+
+    :raise 404: there is none, or the id is beyond what a 64-bit column holds.
+    """
+    row = db.session.get(model, pk) if 1 <= pk <= MAX_ID else None
+    if row is None:
+        abort(404, f"There is no {model.__name__.lower()} {pk}.")
+    return row
 
 
 def new_issue_id() -> str:

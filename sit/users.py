@@ -5,8 +5,8 @@ from typing import Any
 import sqlalchemy as sa
 from apiflask import APIBlueprint
 
-from sit.extensions import db, token_auth
-from sit.models import User
+from sit.extensions import token_auth
+from sit.models import User, get_or_404
 from sit.pagination import paginate
 from sit.schemas import MeOut, PageHeaders, PageQuery, UserOut
 
@@ -23,12 +23,12 @@ def list_users(query_data: PageQuery) -> Any:
     return items, 200, headers
 
 
-@bp.get("/<int(min=1, max=9223372036854775807):pk>/")
+@bp.get("/<int:pk>/")
 @bp.auth_required(token_auth)
 @bp.output(UserOut)
 def get_user(pk: int) -> User:
     """Get one user."""
-    return db.get_or_404(User, pk, description=f"There is no user {pk}.")
+    return get_or_404(User, pk)
 
 
 @bp.get("/me/")
