@@ -18,6 +18,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
     instance = os.environ.get("SIT_INSTANCE_PATH") or PROJECT_INSTANCE
     app = APIFlask(
         __name__,
+        instance_relative_config=True,
         title="SIT",
         version="1.0",
         instance_path=str(Path(instance).resolve()),

@@ -1,0 +1,86 @@
+"""Configuration: durations, overrides in order, validation naming the key, the secret key."""
+
+import stat
+
+import pytest
+
+from sit import create_app
+from sit.config import ConfigError, parse_bool, parse_duration
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(720, 720), ("720", 720), ("10s", 10), ("12m", 720), ("10h", 36000), ("1h30m", 5400),
+     ("7d", 604800), ("1d2h3m4s", 93784), (" 5m ", 300), (0, 0)],
+)
+def test_parse_duration(value, seconds):
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["", "soon", "1.5h", "30m1h", "-5", -5, "5 m", "m", True, None,
+                                   1.5, "12M"])
+def test_parse_duration_refuses(value):
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize(("value", "result"), [(True, True), ("false", False), ("TRUE", True),
+                                               ("0", False), ("yes", True), ("off", False)])
+def test_parse_bool(value, result):
+    assert parse_bool(value) is result
+
+
+def test_defaults(instance):
+    app = create_app()
+    assert app.config["ASSIGNMENT_EMAIL_DELAY"] == 720
+    assert app.config["DIGEST_INTERVAL"] == 86400
+    assert app.config["TOKEN_MAX_AGE"] == 604800
+    assert app.config["PUBLIC_URL"] == "http://127.0.0.1:8000"
+    assert app.config["SCHEDULER_ENABLED"] is True
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{instance / 'sit.db'}"
+
+
+def test_environment_overrides_instance_config(instance, monkeypatch):
+    (instance / "config.py").write_text('DIGEST_INTERVAL = "10h"\nTOKEN_MAX_AGE = "1d"\n')
+    monkeypatch.setenv("SIT_DIGEST_INTERVAL", "10")
+    monkeypatch.setenv("SIT_PUBLIC_URL", "https://sit.example.org/")
+    monkeypatch.setenv("SIT_SCHEDULER_ENABLED", "false")
+    app = create_app()
+    assert app.config["DIGEST_INTERVAL"] == 10
+    assert app.config["TOKEN_MAX_AGE"] == 86400
+    assert app.config["PUBLIC_URL"] == "https://sit.example.org"
+    assert app.config["SCHEDULER_ENABLED"] is False
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("ASSIGNMENT_EMAIL_DELAY", "12 minutes"), ("DIGEST_INTERVAL", "0"), ("TOKEN_MAX_AGE", "x"),
+     ("PUBLIC_URL", "sit.example.org"), ("SCHEDULER_ENABLED", "perhaps")],
+)
+def test_bad_values_stop_start_up_naming_the_key(instance, monkeypatch, key, value):
+    monkeypatch.setenv(f"SIT_{key}", value)
+    with pytest.raises(ConfigError, match=f"^{key}: "):
+        create_app()
+
+
+def test_unknown_environment_key_stops_start_up(instance, monkeypatch):
+    monkeypatch.setenv("SIT_DIGEST_INTERVALL", "10s")
+    with pytest.raises(ConfigError, match="SIT_DIGEST_INTERVALL: unknown"):
+        create_app()
+
+
+def test_secret_key_is_made_once_with_mode_0600(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIT_INSTANCE_PATH", str(tmp_path / "var" / "sit"))
+    first = create_app().config["SECRET_KEY"]
+    key_file = tmp_path / "var" / "sit" / "secret_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert len(first) == 64
+    assert create_app().config["SECRET_KEY"] == first
+    assert [p.name for p in key_file.parent.iterdir()] == ["secret_key"]
+
+
+def test_configured_secret_key_writes_no_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIT_INSTANCE_PATH", str(tmp_path))
+    monkeypatch.setenv("SIT_SECRET_KEY", "from-the-environment")
+    assert create_app().config["SECRET_KEY"] == "from-the-environment"
+    assert not (tmp_path / "secret_key").exists()

@@ -1,0 +1,59 @@
+"""The OpenAPI document and the `/docs` page, served without internet access."""
+
+import re
+
+import pytest
+from openapi_spec_validator import validate
+
+API_RULES = ["/get-token/", "/", "/api/", "/api/{pk}/", "/api/users/", "/api/users/{pk}/",
+             "/api/users/me/", "/healthz"]
+
+
+@pytest.fixture
+def spec(client):
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    return response.json
+
+
+def test_document_is_valid_openapi(spec):
+    validate(spec)
+    assert spec["openapi"].startswith("3.")
+
+
+def test_every_path_and_method_is_documented(app, spec):
+    for rule in app.url_map.iter_rules():
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        if path in API_RULES:
+            documented = {m.upper() for m in spec["paths"][path]}
+            assert rule.methods - {"HEAD", "OPTIONS"} <= documented, path
+
+
+def test_token_security_scheme_and_errors_as_problem_json(spec):
+    schemes = spec["components"]["securitySchemes"]
+    assert {"type": "http", "scheme": "bearer"}.items() <= next(iter(schemes.values())).items()
+    patch = spec["paths"]["/api/{pk}/"]["patch"]
+    assert {"200", "400", "401", "403", "404", "412"} <= set(patch["responses"])
+    for status in ("400", "401", "403", "404", "412"):
+        assert list(patch["responses"][status]["content"]) == ["application/problem+json"]
+    assert "429" in spec["paths"]["/get-token/"]["post"]["responses"]
+
+
+def test_servers_come_from_public_url_never_the_host_header(client):
+    spec = client.get("/openapi.json", headers={"Host": "evil.example"}).json
+    assert spec["servers"] == [{"url": "http://sit.test"}]
+
+
+def test_docs_page_loads_only_its_own_assets(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    urls = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert urls, html
+    assert all(url.startswith("/") for url in urls), urls
+    assert "//" not in "".join(urls)
+    for url in urls:
+        asset = client.get(url)
+        assert asset.status_code == 200, url
+        assert len(asset.data) > 1000
+        asset.close()

@@ -1,0 +1,49 @@
+"""One error shape: problem+json for every error, and no stack trace ever reaches a client."""
+
+import sqlalchemy as sa
+
+from sit import create_app
+from sit.extensions import db
+
+
+def test_unknown_path_is_a_problem(client):
+    response = client.get("/nowhere")
+    assert response.status_code == 404
+    assert response.mimetype == "application/problem+json"
+    assert set(response.json) == {"type", "title", "status", "detail"}
+    assert response.json["title"] == "Not Found"
+
+
+def test_unhandled_exception_is_500_without_a_trace(instance):
+    app = create_app()
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("secret internals")
+
+    response = app.test_client().get("/boom")
+    assert response.status_code == 500
+    assert response.mimetype == "application/problem+json"
+    body = response.get_data(as_text=True)
+    assert "secret internals" not in body and "Traceback" not in body
+
+
+def test_database_unreachable_is_503_and_healthz_says_so(app, tmp_path, as_alice):
+    unreachable = f"sqlite:///{tmp_path}/missing/dir/sit.db"
+    broken = create_app({"SQLALCHEMY_DATABASE_URI": unreachable,
+                         "SECRET_KEY": app.config["SECRET_KEY"]})
+    client = broken.test_client()
+    health = client.get("/healthz")
+    assert health.status_code == 503
+    assert health.json == {"status": "unavailable", "database": "unavailable"}
+    response = client.get("/api/", headers=as_alice)
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    assert "Retry-After" in response.headers
+
+
+def test_healthz_ok(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok", "database": "ok"}
+    assert db.session.execute(sa.text("SELECT 1")).scalar() == 1
