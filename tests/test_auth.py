@@ -28,7 +28,9 @@ PROTECTED = [
 
 
 def basic(username, password):
-    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
+    return {
+        "Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+    }
 
 
 def move_clock(monkeypatch, delta):
@@ -76,8 +78,12 @@ def test_wrong_credentials_are_401(client, alice, credentials):
 
 @pytest.mark.parametrize(
     ("body", "missing"),
-    [({}, {"username", "password"}), ({"username": "alice"}, {"password"}),
-     ({"password": "x"}, {"username"}), ({"username": "", "password": ""}, {"username", "password"})],
+    [
+        ({}, {"username", "password"}),
+        ({"username": "alice"}, {"password"}),
+        ({"password": "x"}, {"username"}),
+        ({"username": "", "password": ""}, {"username", "password"}),
+    ],
 )
 def test_missing_credentials_are_400_naming_them(client, alice, body, missing):
     response = client.post("/get-token/", json=body)
@@ -105,14 +111,30 @@ def tampered(token):
         (lambda user: "Bearer not-a-token", "malformed"),
         (lambda user: "Basic YWxpY2U6eA==", "Send an access token"),
         (lambda user: f"Bearer {tampered(issue_token(user, 60))}", "malformed"),
-        (lambda user: "Bearer " + URLSafeSerializer("other-key", salt=TOKEN_SALT).dumps(
-            {"sub": user.id, "gen": user.token_generation, "exp": 2**40}), "malformed"),
-        (lambda user: "Bearer " + URLSafeSerializer("test", salt=TOKEN_SALT).dumps([1]),
-         "malformed"),
+        (
+            lambda user: (
+                "Bearer "
+                + URLSafeSerializer("other-key", salt=TOKEN_SALT).dumps(
+                    {"sub": user.id, "gen": user.token_generation, "exp": 2**40}
+                )
+            ),
+            "malformed",
+        ),
+        (
+            lambda user: "Bearer " + URLSafeSerializer("test", salt=TOKEN_SALT).dumps([1]),
+            "malformed",
+        ),
         (lambda user: f"Bearer {issue_token(user, 0)}", "expired"),
     ],
-    ids=["no-token", "garbage", "wrong-scheme", "tampered", "other-secret-key", "not-claims",
-         "expired"],
+    ids=[
+        "no-token",
+        "garbage",
+        "wrong-scheme",
+        "tampered",
+        "other-secret-key",
+        "not-claims",
+        "expired",
+    ],
 )
 def test_bad_tokens_are_401_saying_why(client, app, alice, header, reason):
     app.config["SECRET_KEY"] = "test"
@@ -131,8 +153,9 @@ def test_token_expires_when_its_time_comes(client, alice, monkeypatch):
     assert "expired" in response.json["detail"]
 
 
-@pytest.mark.parametrize("revoke", [lambda user: user.revoke_tokens(),
-                                    lambda user: user.set_password("a new password")])
+@pytest.mark.parametrize(
+    "revoke", [lambda user: user.revoke_tokens(), lambda user: user.set_password("a new password")]
+)
 def test_revoking_or_a_new_password_invalidates_earlier_tokens(client, alice, revoke):
     old = bearer(alice)
     revoke(alice)
@@ -145,7 +168,10 @@ def test_revoking_or_a_new_password_invalidates_earlier_tokens(client, alice, re
 
 def fail_logins(client, username, times):
     for _ in range(times):
-        assert client.post("/get-token/", data={"username": username, "password": "no"}).status_code == 401
+        assert (
+            client.post("/get-token/", data={"username": username, "password": "no"}).status_code
+            == 401
+        )
 
 
 def test_throttle_after_ten_failures_even_with_the_right_password(client, alice, bob):
@@ -154,7 +180,10 @@ def test_throttle_after_ten_failures_even_with_the_right_password(client, alice,
     assert response.status_code == 429
     assert response.mimetype == "application/problem+json"
     assert 295 <= int(response.headers["Retry-After"]) <= 300
-    assert client.post("/get-token/", data={"username": "bob", "password": PASSWORD}).status_code == 200
+    assert (
+        client.post("/get-token/", data={"username": "bob", "password": PASSWORD}).status_code
+        == 200
+    )
 
 
 def test_throttle_frees_when_the_window_passes(client, alice, monkeypatch):
@@ -164,19 +193,30 @@ def test_throttle_frees_when_the_window_passes(client, alice, monkeypatch):
     assert response.status_code == 429
     assert 95 <= int(response.headers["Retry-After"]) <= 100
     move_clock(monkeypatch, timedelta(seconds=101))
-    assert client.post("/get-token/", data={"username": "alice", "password": PASSWORD}).status_code == 200
+    assert (
+        client.post("/get-token/", data={"username": "alice", "password": PASSWORD}).status_code
+        == 200
+    )
 
 
 def test_nine_failures_then_success_clears_the_count(client, alice):
     fail_logins(client, "alice", THROTTLE_LIMIT - 1)
-    assert client.post("/get-token/", data={"username": "alice", "password": PASSWORD}).status_code == 200
+    assert (
+        client.post("/get-token/", data={"username": "alice", "password": PASSWORD}).status_code
+        == 200
+    )
     fail_logins(client, "alice", THROTTLE_LIMIT - 1)
-    assert client.post("/get-token/", data={"username": "alice", "password": PASSWORD}).status_code == 200
+    assert (
+        client.post("/get-token/", data={"username": "alice", "password": PASSWORD}).status_code
+        == 200
+    )
 
 
 def test_unknown_usernames_are_throttled_too_and_old_failures_are_pruned(client, monkeypatch):
     fail_logins(client, "ghost", THROTTLE_LIMIT)
-    assert client.post("/get-token/", data={"username": "ghost", "password": "x"}).status_code == 429
+    assert (
+        client.post("/get-token/", data={"username": "ghost", "password": "x"}).status_code == 429
+    )
     move_clock(monkeypatch, timedelta(minutes=6))
     fail_logins(client, "someone", 1)
     remaining = db.session.scalars(sa.select(LoginFailure.username)).all()

@@ -10,22 +10,35 @@ from sit.config import ConfigError, parse_bool, parse_duration
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [(720, 720), ("720", 720), ("10s", 10), ("12m", 720), ("10h", 36000), ("1h30m", 5400),
-     ("7d", 604800), ("1d2h3m4s", 93784), (" 5m ", 300), (0, 0)],
+    [
+        (720, 720),
+        ("720", 720),
+        ("10s", 10),
+        ("12m", 720),
+        ("10h", 36000),
+        ("1h30m", 5400),
+        ("7d", 604800),
+        ("1d2h3m4s", 93784),
+        (" 5m ", 300),
+        (0, 0),
+    ],
 )
 def test_parse_duration(value, seconds):
     assert parse_duration(value) == seconds
 
 
-@pytest.mark.parametrize("value", ["", "soon", "1.5h", "30m1h", "-5", -5, "5 m", "m", True, None,
-                                   1.5, "12M"])
+@pytest.mark.parametrize(
+    "value", ["", "soon", "1.5h", "30m1h", "-5", -5, "5 m", "m", True, None, 1.5, "12M"]
+)
 def test_parse_duration_refuses(value):
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(value)
 
 
-@pytest.mark.parametrize(("value", "result"), [(True, True), ("false", False), ("TRUE", True),
-                                               ("0", False), ("yes", True), ("off", False)])
+@pytest.mark.parametrize(
+    ("value", "result"),
+    [(True, True), ("false", False), ("TRUE", True), ("0", False), ("yes", True), ("off", False)],
+)
 def test_parse_bool(value, result):
     assert parse_bool(value) is result
 
@@ -54,8 +67,13 @@ def test_environment_overrides_instance_config(instance, monkeypatch):
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("ASSIGNMENT_EMAIL_DELAY", "12 minutes"), ("DIGEST_INTERVAL", "0"), ("TOKEN_MAX_AGE", "x"),
-     ("PUBLIC_URL", "sit.example.org"), ("SCHEDULER_ENABLED", "perhaps")],
+    [
+        ("ASSIGNMENT_EMAIL_DELAY", "12 minutes"),
+        ("DIGEST_INTERVAL", "0"),
+        ("TOKEN_MAX_AGE", "x"),
+        ("PUBLIC_URL", "sit.example.org"),
+        ("SCHEDULER_ENABLED", "perhaps"),
+    ],
 )
 def test_bad_values_stop_start_up_naming_the_key(instance, monkeypatch, key, value):
     monkeypatch.setenv(f"SIT_{key}", value)

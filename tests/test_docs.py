@@ -5,8 +5,16 @@ import re
 import pytest
 from openapi_spec_validator import validate
 
-API_RULES = ["/get-token/", "/", "/api/", "/api/{pk}/", "/api/users/", "/api/users/{pk}/",
-             "/api/users/me/", "/healthz"]
+API_RULES = [
+    "/get-token/",
+    "/",
+    "/api/",
+    "/api/{pk}/",
+    "/api/users/",
+    "/api/users/{pk}/",
+    "/api/users/me/",
+    "/healthz",
+]
 
 
 @pytest.fixture

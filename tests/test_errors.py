@@ -30,8 +30,9 @@ def test_unhandled_exception_is_500_without_a_trace(instance):
 
 def test_database_unreachable_is_503_and_healthz_says_so(app, tmp_path, as_alice):
     unreachable = f"sqlite:///{tmp_path}/missing/dir/sit.db"
-    broken = create_app({"SQLALCHEMY_DATABASE_URI": unreachable,
-                         "SECRET_KEY": app.config["SECRET_KEY"]})
+    broken = create_app(
+        {"SQLALCHEMY_DATABASE_URI": unreachable, "SECRET_KEY": app.config["SECRET_KEY"]}
+    )
     client = broken.test_client()
     health = client.get("/healthz")
     assert health.status_code == 503

@@ -12,17 +12,32 @@ def count_issues():
 
 
 def snapshot():
-    return [(i.id, i.title, i.description, i.status, i.assigned_to_id, i.version)
-            for i in db.session.scalars(sa.select(Issue).execution_options(populate_existing=True))]
+    return [
+        (i.id, i.title, i.description, i.status, i.assigned_to_id, i.version)
+        for i in db.session.scalars(sa.select(Issue).execution_options(populate_existing=True))
+    ]
 
 
 def test_create_answers_201_with_the_issue_and_its_location(client, as_alice, bob):
-    response = client.post("/api/", json={"title": "Printer on fire", "description": "Smoke",
-                                          "assigned_to": bob.id}, headers=as_alice)
+    response = client.post(
+        "/api/",
+        json={"title": "Printer on fire", "description": "Smoke", "assigned_to": bob.id},
+        headers=as_alice,
+    )
     assert response.status_code == 201
     issue = response.json
-    assert list(issue) == ["id", "issue_id", "title", "description", "assigned_to", "created_by",
-                           "status", "created_at", "updated_at", "url"]
+    assert list(issue) == [
+        "id",
+        "issue_id",
+        "title",
+        "description",
+        "assigned_to",
+        "created_by",
+        "status",
+        "created_at",
+        "updated_at",
+        "url",
+    ]
     assert issue["created_by"] == "alice"
     assert issue["assigned_to"] == bob.id
     assert issue["status"] == "O"
@@ -34,16 +49,20 @@ def test_create_answers_201_with_the_issue_and_its_location(client, as_alice, bo
 
 
 def test_create_at_root_and_form_encoded_as_the_original_did(client, as_alice, bob):
-    response = client.post("/", data={"title": "Form", "description": "d",
-                                      "assigned_to": str(bob.id)}, headers=as_alice)
+    response = client.post(
+        "/",
+        data={"title": "Form", "description": "d", "assigned_to": str(bob.id)},
+        headers=as_alice,
+    )
     assert response.status_code == 201
     assert response.json["assigned_to"] == bob.id
     unassigned = client.post("/", data={"title": "Form", "assigned_to": ""}, headers=as_alice)
     assert unassigned.json["assigned_to"] is None
 
 
-@pytest.mark.parametrize(("given", "stored"),
-                         [("O", "O"), ("C", "C"), ("open", "O"), ("CLOSED", "C"), ("Closed", "C")])
+@pytest.mark.parametrize(
+    ("given", "stored"), [("O", "O"), ("C", "C"), ("open", "O"), ("CLOSED", "C"), ("Closed", "C")]
+)
 def test_status_accepts_letters_and_words(client, as_alice, given, stored):
     response = client.post("/api/", json={"title": "t", "status": given}, headers=as_alice)
     assert response.json["status"] == stored
@@ -51,13 +70,19 @@ def test_status_accepts_letters_and_words(client, as_alice, given, stored):
 
 def test_read_only_fields_sent_back_are_ignored(client, as_alice, new_issue):
     issue = new_issue()
-    sent_back = issue | {"title": "Renamed", "id": 999, "issue_id": "000000000000",
-                         "created_by": "mallory", "created_at": "2000-01-01T00:00:00Z"}
+    sent_back = issue | {
+        "title": "Renamed",
+        "id": 999,
+        "issue_id": "000000000000",
+        "created_by": "mallory",
+        "created_at": "2000-01-01T00:00:00Z",
+    }
     response = client.put(f"/api/{issue['id']}/", json=sent_back, headers=as_alice)
     assert response.status_code == 200
     assert response.json["title"] == "Renamed"
     assert {k: response.json[k] for k in ("id", "issue_id", "created_by", "created_at")} == {
-        k: issue[k] for k in ("id", "issue_id", "created_by", "created_at")}
+        k: issue[k] for k in ("id", "issue_id", "created_by", "created_at")
+    }
 
 
 @pytest.mark.parametrize(
@@ -80,8 +105,9 @@ def test_read_only_fields_sent_back_are_ignored(client, as_alice, new_issue):
         ("title", "body"),
     ],
 )
-def test_bad_bodies_are_400_naming_the_field_and_change_nothing(client, as_alice, new_issue,
-                                                                 body, field):
+def test_bad_bodies_are_400_naming_the_field_and_change_nothing(
+    client, as_alice, new_issue, body, field
+):
     issue = new_issue()
     before = snapshot()
     for method, path in (("post", "/api/"), ("put", f"/api/{issue['id']}/")):
@@ -111,13 +137,15 @@ def test_title_is_stripped_and_255_characters_fit(client, as_alice):
     ],
     ids=["malformed", "truncated", "empty", "text", "xml", "over-1-MiB"],
 )
-def test_unreadable_bodies_are_4xx_problems_and_change_nothing(client, as_alice, new_issue,
-                                                               data, content_type, status):
+def test_unreadable_bodies_are_4xx_problems_and_change_nothing(
+    client, as_alice, new_issue, data, content_type, status
+):
     issue = new_issue()
     before = snapshot()
     for method, path in (("post", "/api/"), ("patch", f"/api/{issue['id']}/")):
-        response = getattr(client, method)(path, data=data, content_type=content_type,
-                                           headers=as_alice)
+        response = getattr(client, method)(
+            path, data=data, content_type=content_type, headers=as_alice
+        )
         assert response.status_code == status
         assert response.mimetype == "application/problem+json"
         assert response.json["status"] == status and response.json["detail"]
@@ -133,7 +161,9 @@ def test_get_one_with_or_without_slash(client, as_bob, new_issue, path):
     assert response.json == issue
 
 
-@pytest.mark.parametrize("pk", ["999", "0", "99999999999999999999999", "abc", "-1", "9223372036854775808"])
+@pytest.mark.parametrize(
+    "pk", ["999", "0", "99999999999999999999999", "abc", "-1", "9223372036854775808"]
+)
 def test_missing_or_out_of_range_ids_are_404(client, as_alice, pk):
     for method in ("get", "put", "patch", "delete"):
         response = getattr(client, method)(f"/api/{pk}/", json={"title": "t"}, headers=as_alice)
@@ -148,7 +178,12 @@ def test_head_and_options(client, as_alice, new_issue):
     assert client.head("/api/", headers=as_alice).status_code == 200
     allow = client.options(f"/api/{issue['id']}/").headers["Allow"]
     assert set(allow.split(", ")) == {"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}
-    assert set(client.options("/api/").headers["Allow"].split(", ")) == {"GET", "HEAD", "POST", "OPTIONS"}
+    assert set(client.options("/api/").headers["Allow"].split(", ")) == {
+        "GET",
+        "HEAD",
+        "POST",
+        "OPTIONS",
+    }
 
 
 def test_unsupported_method_is_405_with_allow(client, as_alice):
@@ -162,8 +197,12 @@ def test_put_replaces_every_writable_field(client, as_alice, new_issue):
     issue = new_issue(status="C")
     response = client.put(f"/api/{issue['id']}/", json={"title": "Only a title"}, headers=as_alice)
     assert response.status_code == 200
-    assert (response.json["title"], response.json["description"], response.json["assigned_to"],
-            response.json["status"]) == ("Only a title", "", None, "O")
+    assert (
+        response.json["title"],
+        response.json["description"],
+        response.json["assigned_to"],
+        response.json["status"],
+    ) == ("Only a title", "", None, "O")
 
 
 def test_patch_changes_only_the_given_fields(client, as_alice, new_issue, bob):
@@ -183,8 +222,10 @@ def test_patch_refuses_null_for_required_fields(client, as_alice, new_issue, fie
     assert field in response.json["errors"]
 
 
-@pytest.mark.parametrize(("method", "body"), [("put", {"title": "Mine now"}),
-                                              ("patch", {"status": "C"}), ("delete", None)])
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [("put", {"title": "Mine now"}), ("patch", {"status": "C"}), ("delete", None)],
+)
 def test_only_the_creator_may_change_or_delete(client, as_bob, new_issue, method, body):
     issue = new_issue()
     before = snapshot()
@@ -221,8 +262,9 @@ def test_etag_changes_with_the_issue_and_if_none_match_gives_304(client, as_alic
     assert fresh.status_code == 200 and fresh.json["title"] == "New"
 
 
-@pytest.mark.parametrize(("method", "body"), [("put", {"title": "Mine"}),
-                                              ("patch", {"title": "Mine"}), ("delete", None)])
+@pytest.mark.parametrize(
+    ("method", "body"), [("put", {"title": "Mine"}), ("patch", {"title": "Mine"}), ("delete", None)]
+)
 def test_stale_if_match_is_412_and_changes_nothing(client, as_alice, new_issue, method, body):
     issue = new_issue()
     path = f"/api/{issue['id']}/"
@@ -239,7 +281,12 @@ def test_current_if_match_lets_the_change_through(client, as_alice, new_issue):
     issue = new_issue()
     path = f"/api/{issue['id']}/"
     etag = client.get(path, headers=as_alice).headers["ETag"]
-    assert client.patch(path, json={"title": "Mine"}, headers=as_alice | {"If-Match": etag}).status_code == 200
+    assert (
+        client.patch(
+            path, json={"title": "Mine"}, headers=as_alice | {"If-Match": etag}
+        ).status_code
+        == 200
+    )
     assert client.delete(path, headers=as_alice | {"If-Match": "*"}).status_code == 204
 
 
@@ -260,11 +307,23 @@ def test_a_write_racing_another_is_refused_not_lost(app, client, as_alice, new_i
 def listing(client, as_alice, as_bob, alice, bob):
     """Four issues: three by alice, one by bob, with distinct words, states and assignees."""
     made = [
-        client.post("/api/", json={"title": "Login page broken", "assigned_to": bob.id}, headers=as_alice),
-        client.post("/api/", json={"title": "Export slow", "description": "CSV export takes 100% CPU",
-                                   "status": "C", "assigned_to": alice.id}, headers=as_alice),
+        client.post(
+            "/api/", json={"title": "Login page broken", "assigned_to": bob.id}, headers=as_alice
+        ),
+        client.post(
+            "/api/",
+            json={
+                "title": "Export slow",
+                "description": "CSV export takes 100% CPU",
+                "status": "C",
+                "assigned_to": alice.id,
+            },
+            headers=as_alice,
+        ),
         client.post("/api/", json={"title": "Typo on login_form"}, headers=as_alice),
-        client.post("/api/", json={"title": "Crash on save", "assigned_to": bob.id}, headers=as_bob),
+        client.post(
+            "/api/", json={"title": "Crash on save", "assigned_to": bob.id}, headers=as_bob
+        ),
     ]
     return [response.json["id"] for response in made]
 
@@ -302,7 +361,9 @@ def test_list_is_newest_first_by_default(client, as_alice, listing, path):
     ],
 )
 def test_list_filters_and_search(client, as_alice, listing, bob, query, expected):
-    response = client.get(f"/api/?sort=id&direction=asc&{query.format(bob=bob.id)}", headers=as_alice)
+    response = client.get(
+        f"/api/?sort=id&direction=asc&{query.format(bob=bob.id)}", headers=as_alice
+    )
     assert ids(response) == [listing[n] for n in expected]
     assert response.headers["X-Total-Count"] == str(len(expected))
 
@@ -318,10 +379,8 @@ def test_list_pages_with_link_and_total(client, as_alice, listing):
     response = client.get("/api/?per_page=1&page=2&status=O", headers=as_alice)
     assert len(response.json) == 1
     assert response.headers["X-Total-Count"] == "3"
-    links = dict(
-        (part.split("; ")[1][5:-1], part.split("; ")[0][1:-1])
-        for part in response.headers["Link"].split(", ")
-    )
+    parts = [part.split("; ") for part in response.headers["Link"].split(", ")]
+    links = {rel[5:-1]: url[1:-1] for url, rel in parts}
     assert set(links) == {"first", "prev", "next", "last"}
     assert links["next"] == "http://sit.test/api/?per_page=1&page=3&status=O"
     assert links["last"].endswith("page=3&status=O")
@@ -342,9 +401,20 @@ def test_default_page_holds_30(client, as_alice):
 
 @pytest.mark.parametrize(
     "query",
-    ["status=X", "assigned_to=someone", "assigned_to=0", "assigned_to=99999999999999999999",
-     "sort=title", "direction=up", "page=0", "page=x", "per_page=0", "per_page=101",
-     "q=" + "x" * 1001, "colour=red"],
+    [
+        "status=X",
+        "assigned_to=someone",
+        "assigned_to=0",
+        "assigned_to=99999999999999999999",
+        "sort=title",
+        "direction=up",
+        "page=0",
+        "page=x",
+        "per_page=0",
+        "per_page=101",
+        "q=" + "x" * 1001,
+        "colour=red",
+    ],
 )
 def test_bad_list_parameters_are_400_naming_them(client, as_alice, query):
     response = client.get(f"/api/?{query}", headers=as_alice)

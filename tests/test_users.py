@@ -21,8 +21,12 @@ def test_list_users_pages(client, as_alice, bob):
 
 def test_get_one_user(client, as_alice, bob):
     response = client.get(f"/api/users/{bob.id}", headers=as_alice)
-    assert response.json == {"id": bob.id, "username": "bob", "first_name": "Bob",
-                              "last_name": "Builder"}
+    assert response.json == {
+        "id": bob.id,
+        "username": "bob",
+        "first_name": "Bob",
+        "last_name": "Builder",
+    }
 
 
 @pytest.mark.parametrize("pk", ["999", "0", "99999999999999999999999"])
@@ -34,8 +38,13 @@ def test_missing_user_is_404(client, as_alice, pk):
 
 def test_me_includes_my_email(client, as_alice, alice):
     response = client.get("/api/users/me/", headers=as_alice)
-    assert response.json == {"id": alice.id, "username": "alice", "first_name": "Alice",
-                              "last_name": "Liddell", "email": "alice@example.com"}
+    assert response.json == {
+        "id": alice.id,
+        "username": "alice",
+        "first_name": "Alice",
+        "last_name": "Liddell",
+        "email": "alice@example.com",
+    }
 
 
 def test_bad_paging_is_400(client, as_alice):
