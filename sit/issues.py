@@ -22,11 +22,6 @@ CHANGE_ERRORS = {
 SORT_COLUMNS = {"id": Issue.id, "created": Issue.created_at, "updated": Issue.updated_at}
 
 
-def get_issue_or_404(pk: int) -> Issue:
-    """:raise 404: no issue has this id."""
-    return get_or_404(Issue, pk)
-
-
 def get_own_issue(pk: int) -> Issue:
     """The issue, for a change by the caller.
 
@@ -34,7 +29,7 @@ def get_own_issue(pk: int) -> Issue:
     :raise 403: the caller did not create it: only its creator may change or delete an issue.
     :raise 412: `If-Match` names a version of the issue that is no longer current.
     """
-    issue = get_issue_or_404(pk)
+    issue = get_or_404(Issue, pk)
     if issue.created_by_id != token_auth.current_user.id:
         abort(403, f"Only the issue's creator ({issue.creator.username}) may change or delete it.")
     if request.if_match and not request.if_match.contains(issue.etag):
@@ -114,7 +109,7 @@ def create_issue(json_or_form_data: IssueIn) -> Any:
 @bp.doc(responses={304: "Not modified: If-None-Match names the current version"})
 def get_issue(pk: int) -> Any:
     """Get one issue."""
-    return respond(get_issue_or_404(pk))
+    return respond(get_or_404(Issue, pk))
 
 
 @bp.put(ISSUE)
