@@ -76,30 +76,57 @@ def authenticate(username: str, password: str) -> User | None:
     return user if user.check_password(password) else None
 
 
-def seconds_until_allowed(username: str) -> int:
-    """0 when `username` may try to log in now; else how long until its window frees."""
+def claim_attempt(username: str) -> LoginFailure:
+    """Count this login as failed, committed before the password is checked.
+
+    Every worker then sees it while the slow hash runs, so parallel guesses cannot all slip
+    under the limit; a login that succeeds clears the count again.
+    """
     now = clock.utcnow()
-    tenth_latest = db.session.scalar(
+    db.session.execute(
+        sa.delete(LoginFailure).where(LoginFailure.failed_at <= now - THROTTLE_WINDOW)
+    )
+    attempt = LoginFailure(username=username, failed_at=now)
+    db.session.add(attempt)
+    db.session.commit()
+    return attempt
+
+
+def seconds_until_allowed(username: str) -> int:
+    """0 when the attempts in the window, the one just claimed included, are within the limit;
+    else how long until enough of the earlier ones leave the window."""
+    now = clock.utcnow()
+    oldest_counted = db.session.scalar(
         sa.select(LoginFailure.failed_at)
         .where(LoginFailure.username == username, LoginFailure.failed_at > now - THROTTLE_WINDOW)
-        .order_by(LoginFailure.failed_at.desc())
-        .offset(THROTTLE_LIMIT - 1)
+        .order_by(LoginFailure.failed_at.desc(), LoginFailure.id.desc())
+        .offset(THROTTLE_LIMIT)
         .limit(1)
     )
-    if tenth_latest is None:
+    if oldest_counted is None:
         return 0
-    return max(1, math.ceil((tenth_latest + THROTTLE_WINDOW - now).total_seconds()))
+    return max(1, math.ceil((oldest_counted + THROTTLE_WINDOW - now).total_seconds()))
 
 
-def note_login(username: str, succeeded: bool) -> None:
-    """Count a failure in the throttle's window, or clear the username's count on success."""
-    now = clock.utcnow()
-    if succeeded:
-        db.session.execute(sa.delete(LoginFailure).where(LoginFailure.username == username))
-        return
-    expired = LoginFailure.failed_at <= now - THROTTLE_WINDOW
-    db.session.execute(sa.delete(LoginFailure).where(expired))
-    db.session.add(LoginFailure(username=username, failed_at=now))
+def log_in(username: str, password: str) -> User:
+    """The user, when the password is theirs and the username is not throttled.
+
+    :raise 429: 10 failed logins for this username within 5 minutes (the attempt is not counted).
+    :raise 401: wrong username or password (the attempt stays counted).
+    """
+    attempt = claim_attempt(username)
+    wait = seconds_until_allowed(username)
+    if wait:
+        db.session.delete(attempt)
+        db.session.commit()
+        message = f"Too many failed logins for this username; try again in {wait} s."
+        abort(429, message, headers={"Retry-After": str(wait)})
+    user = authenticate(username, password)
+    if user is None:
+        abort(401, "Wrong username or password.", headers={"WWW-Authenticate": 'Basic realm="SIT"'})
+    db.session.execute(sa.delete(LoginFailure).where(LoginFailure.username == username))
+    db.session.commit()
+    return user
 
 
 def credentials(body: Credentials) -> tuple[str, str]:
@@ -131,19 +158,7 @@ def credentials(body: Credentials) -> tuple[str, str]:
 )
 def get_token(json_or_form_data: Credentials) -> dict[str, Any]:
     """Get an access token for a username and password (form, JSON or HTTP Basic)."""
-    username, password = credentials(json_or_form_data)
-    wait = seconds_until_allowed(username)
-    if wait:
-        abort(
-            429,
-            f"Too many failed logins for this username; try again in {wait} s.",
-            headers={"Retry-After": str(wait)},
-        )
-    user = authenticate(username, password)
-    note_login(username, succeeded=user is not None)
-    db.session.commit()
-    if user is None:
-        abort(401, "Wrong username or password.", headers={"WWW-Authenticate": 'Basic realm="SIT"'})
+    user = log_in(*credentials(json_or_form_data))
     expires_in = current_app.config["TOKEN_MAX_AGE"]
     token = issue_token(user, expires_in)
     return {"token": token, "access_token": token, "token_type": "Bearer", "expires_in": expires_in}

@@ -1,0 +1,181 @@
+"""The real thing: gunicorn with several workers serving SIT on a temporary SQLite database."""
+
+import os
+import re
+import signal
+import stat
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from conftest import BIN, PASSWORD, ROOT, flask_cli, free_port, gunicorn
+
+from sit.auth import THROTTLE_LIMIT
+
+# The access log with the worker's pid, so a test can show its requests reached several workers.
+PID_ACCESS_LOG = {"GUNICORN_CMD_ARGS": "--access-logformat 'access %(p)s %(s)s \"%(r)s\"'"}
+ACCESS_LINE = re.compile(r'^access <(\d+)> (\d{3}) "(\S+) ([^\s?]+)')
+CLOSE = {"Connection": "close"}  # a new connection per request, so any worker may take it
+
+
+def cli_create_user(instance: Path, username: str, **env: str) -> int:
+    """Add a user through the real CLI; returns its id."""
+    email = f"{username}@example.com"
+    result = flask_cli(
+        instance, "sit", "create-user", username, "--email", email, "--password", PASSWORD, **env
+    )
+    assert result.returncode == 0, result.stderr
+    return int(re.search(r"\(id (\d+)\)", result.stdout).group(1))
+
+
+def login(url: str, username: str, password: str = PASSWORD) -> requests.Response:
+    form = {"username": username, "password": password}
+    return requests.post(f"{url}/get-token/", data=form, headers=CLOSE, timeout=60)
+
+
+def bearer(url: str, username: str) -> dict[str, str]:
+    response = login(url, username)
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"} | CLOSE
+
+
+def at_once(send: Callable[[int], requests.Response], count: int, threads: int) -> list[Any]:
+    """Send `count` requests from `threads` threads; the responses in order."""
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(send, range(count)))
+
+
+def workers_that_answered(instance: Path, method: str, path: str, status: int) -> Counter[int]:
+    """How many `method path` requests each worker pid answered with `status`, from the log."""
+    served: Counter[int] = Counter()
+    for line in (instance / "gunicorn.log").read_text().splitlines():
+        match = ACCESS_LINE.match(line)
+        if match and match.group(2, 3, 4) == (str(status), method, path):
+            served[int(match.group(1))] += 1
+    return served
+
+
+def test_300_concurrent_creates_across_workers_all_succeed(instance: Path) -> None:
+    cli_create_user(instance, "alice")
+    bob = cli_create_user(instance, "bob")
+    with gunicorn(instance, workers=4, **PID_ACCESS_LOG) as url:
+        as_alice = bearer(url, "alice")
+
+        def create(n: int) -> requests.Response:
+            body = {"title": f"Concurrent issue {n}", "assigned_to": bob}
+            return requests.post(f"{url}/api/", json=body, headers=as_alice, timeout=60)
+
+        started = time.perf_counter()
+        responses = at_once(create, 300, threads=16)
+        elapsed = time.perf_counter() - started
+        print(f"\n300 creates, 16 threads, 4 workers: {elapsed:.2f} s, {300 / elapsed:.0f} req/s")
+
+        failed = [(r.status_code, r.text) for r in responses if r.status_code != 201]
+        assert not failed, failed[:3]
+        listed = []
+        for page in (1, 2, 3):
+            params = {"per_page": 100, "page": page}
+            response = requests.get(f"{url}/api/", params=params, headers=as_alice, timeout=30)
+            assert response.status_code == 200, response.text
+            assert response.headers["X-Total-Count"] == "300"
+            listed += response.json()
+
+    created = [r.json() for r in responses]
+    assert len({issue["id"] for issue in created}) == 300
+    assert len({issue["issue_id"] for issue in created}) == 300
+    assert {issue["id"] for issue in listed} == {issue["id"] for issue in created}
+    assert len({issue["issue_id"] for issue in listed}) == 300
+    assert {(issue["created_by"], issue["assigned_to"]) for issue in listed} == {("alice", bob)}
+    log = (instance / "gunicorn.log").read_text()
+    assert "database is locked" not in log
+    assert "Traceback" not in log
+    assert len(workers_that_answered(instance, "POST", "/api/", 201)) >= 2
+
+
+def test_login_throttle_holds_across_workers(instance: Path) -> None:
+    cli_create_user(instance, "alice")
+    cli_create_user(instance, "bob")
+    with gunicorn(instance, workers=4, **PID_ACCESS_LOG) as url:
+        failures = at_once(lambda _: login(url, "alice", "wrong"), THROTTLE_LIMIT, threads=5)
+        assert [r.status_code for r in failures] == [401] * THROTTLE_LIMIT
+
+        locked = login(url, "alice", PASSWORD)
+        assert locked.status_code == 429, locked.text
+        assert 1 <= int(locked.headers["Retry-After"]) <= 300
+        assert locked.headers["Content-Type"] == "application/problem+json"
+        assert locked.json()["status"] == 429
+        assert login(url, "bob").status_code == 200
+
+    # No single worker saw all ten failures, so a per-process count could not have locked alice.
+    failed_on = workers_that_answered(instance, "POST", "/get-token/", 401)
+    assert sum(failed_on.values()) == THROTTLE_LIMIT
+    assert len(failed_on) >= 2, failed_on
+
+
+def test_parallel_guesses_cannot_slip_under_the_throttle(instance: Path) -> None:
+    """Each attempt is counted before its password is hashed, so a burst gets 10 guesses."""
+    cli_create_user(instance, "alice")
+    with gunicorn(instance, workers=4) as url:
+        burst = at_once(lambda _: login(url, "alice", "wrong"), 4 * THROTTLE_LIMIT, threads=16)
+    statuses = Counter(r.status_code for r in burst)
+    assert statuses == {401: THROTTLE_LIMIT, 429: 3 * THROTTLE_LIMIT}
+
+
+def test_workers_share_the_secret_key_generated_at_first_start(instance: Path) -> None:
+    """gunicorn.conf.py's config check creates the key in the master, before any worker forks."""
+    cli_create_user(instance, "alice", SIT_SECRET_KEY="only-for-this-command")
+    key = instance / "secret_key"
+    assert not key.exists()
+    with gunicorn(instance, workers=4, **PID_ACCESS_LOG) as url:
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        as_alice = bearer(url, "alice")
+
+        def me(_: int) -> requests.Response:
+            return requests.get(f"{url}/api/users/me/", headers=as_alice, timeout=30)
+
+        responses = at_once(me, 20, threads=8)
+        assert [r.status_code for r in responses] == [200] * 20, [r.text for r in responses]
+        assert {r.json()["username"] for r in responses} == {"alice"}
+
+    assert len(workers_that_answered(instance, "GET", "/api/users/me/", 200)) >= 2
+    assert list(instance.glob(".secret_key*")) == []  # no draft left behind
+    assert len(key.read_text().strip()) >= 32
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "key"),
+    [("SIT_DIGEST_INTERVAL", "soon", "DIGEST_INTERVAL"), ("SIT_NO_SUCH_KEY", "1", "NO_SUCH_KEY")],
+)
+def test_bad_configuration_stops_gunicorn_at_once(
+    instance: Path, variable: str, value: str, key: str
+) -> None:
+    command = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "-w", "4"]
+    command += ["-b", f"127.0.0.1:{free_port()}", "wsgi:app"]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=os.environ | {variable: value},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"gunicorn still running 20 s after {variable}={value}:\n{output}")
+
+    assert process.returncode != 0, output
+    naming = [line for line in output.splitlines() if key in line]
+    assert len(naming) == 1, output
+    assert naming[0].startswith("sit: "), naming
+    assert "Traceback" not in output
+    assert "Booting worker" not in output
