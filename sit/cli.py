@@ -2,13 +2,15 @@
 
 import re
 import secrets
+import sys
 from typing import Any
 
 import click
 import sqlalchemy as sa
+from click.exceptions import NoArgsIsHelpError
 from flask import Flask, current_app
 from flask.cli import AppGroup
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from sit import demo
 from sit.auth import issue_token
@@ -18,44 +20,100 @@ from sit.models import User
 
 USERNAME = re.compile(r"[\w.@+-]{1,150}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+NAME_MAX = 150
+
+
+def one_line(error: click.UsageError) -> click.ClickException:
+    """The usage error as just its message, without Click's usage and hint lines."""
+    short = click.ClickException(" ".join(error.format_message().split()))
+    short.exit_code = error.exit_code
+    return short
 
 
 class OneLineErrors(AppGroup):
     """Usage and database errors end the command with one line on stderr, never a traceback."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except NoArgsIsHelpError:
+            raise  # plain `flask sit` lists the commands
+        except click.UsageError as error:
+            raise one_line(error) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except click.UsageError as error:
-            raise click.ClickException(error.format_message()) from None
+            raise one_line(error) from None
         except SQLAlchemyError as error:
-            message = str(error.orig if hasattr(error, "orig") else error).splitlines()[0]
-            raise click.ClickException(f"database: {message} (did `flask db upgrade` run?)") from None
+            message = str(getattr(error, "orig", None) or error).splitlines()[0]
+            # "no such table" (SQLite) and "relation does not exist" (PostgreSQL) land here
+            schema = isinstance(error, OperationalError | ProgrammingError)
+            hint = " (did `flask db upgrade` run?)" if schema else ""
+            raise click.ClickException(f"database: {message}{hint}") from None
 
 
 sit = OneLineErrors("sit", help="Manage SIT's users, tokens and demo data.")
 
 
 def find_user(username: str) -> User:
+    """The user with this username.
+
+    :raise ClickException: there is none.
+    """
     user = db.session.scalar(sa.select(User).where(User.username == username))
     if user is None:
         raise click.ClickException(f"no user {username!r}")
     return user
 
 
-def create_user(username: str, email: str, password: str, first_name: str = "",
-                last_name: str = "") -> User:
-    """Add a user, or raise ClickException naming what is wrong."""
+def require_password(password: str) -> str:
+    """The password, if it may be used.
+
+    :raise ClickException: it is empty.
+    """
+    if not password:
+        raise click.ClickException("password: may not be empty")
+    return password
+
+
+def ask_password() -> str:
+    """A new password, typed twice: hidden on a terminal, read as two lines from piped input.
+
+    :raise ClickException: the input ended (or Ctrl-C) before a password was given.
+    """
+    hidden = sys.stdin.isatty()
+    try:
+        return click.prompt("Password", hide_input=hidden, confirmation_prompt=True)
+    except click.Abort:
+        if not hidden:
+            click.echo()  # end the prompt's line, as a hidden prompt does itself
+        raise click.ClickException("password: none given; pass --password or type it") from None
+
+
+def check_new_user(username: str, email: str, first_name: str = "", last_name: str = "") -> None:
+    """Check a new user's fields before anything is asked or written.
+
+    :raise ClickException: naming the first field that is wrong.
+    """
     if not USERNAME.fullmatch(username):
         raise click.ClickException("username: 1-150 letters, digits and @ . + - _")
     if not EMAIL.fullmatch(email) or len(email) > 254:
         raise click.ClickException(f"email: {email!r} is not an email address")
-    if not password:
-        raise click.ClickException("password: may not be empty")
+    if len(first_name) > NAME_MAX or len(last_name) > NAME_MAX:
+        raise click.ClickException(f"first and last name: at most {NAME_MAX} characters each")
     if db.session.scalar(sa.select(User.id).where(User.username == username)):
         raise click.ClickException(f"username: {username!r} is taken")
+
+
+def create_user(
+    username: str, email: str, password: str, first_name: str = "", last_name: str = ""
+) -> User:
+    """Add a user, or raise ClickException naming what is wrong (and write nothing)."""
+    check_new_user(username, email, first_name, last_name)
     user = User(username=username, email=email, first_name=first_name, last_name=last_name)
-    user.set_password(password)
+    user.set_password(require_password(password))
     db.session.add(user)
     db.session.commit()
     return user
@@ -75,10 +133,13 @@ def create_first_user() -> str | None:
 @click.option("--email", required=True)
 @click.option("--first-name", default="")
 @click.option("--last-name", default="")
-@click.password_option(help="Prompted for when not given.")
-def create_user_command(username: str, email: str, first_name: str, last_name: str,
-                        password: str) -> None:
+@click.option("--password", help="Asked for (twice) when left out.")
+def create_user_command(
+    username: str, email: str, first_name: str, last_name: str, password: str | None
+) -> None:
     """Add a user who can sign in and be assigned issues."""
+    check_new_user(username, email, first_name, last_name)
+    password = ask_password() if password is None else password
     user = create_user(username, email, password, first_name, last_name)
     click.echo(f"created user {user.username} (id {user.id})")
 
@@ -93,7 +154,7 @@ def first_user_command() -> None:
 
 @sit.command("create-token")
 @click.argument("username")
-@click.option("--expires-in", default=None, help="A duration such as 30d; TOKEN_MAX_AGE if left out.")
+@click.option("--expires-in", help="A duration such as 30d; TOKEN_MAX_AGE if left out.")
 def create_token_command(username: str, expires_in: str | None) -> None:
     """Print an access token for a user."""
     try:
@@ -107,20 +168,19 @@ def create_token_command(username: str, expires_in: str | None) -> None:
 @click.argument("username")
 def revoke_tokens_command(username: str) -> None:
     """Invalidate every token issued to a user so far."""
-    user = find_user(username)
-    user.revoke_tokens()
+    find_user(username).revoke_tokens()
     db.session.commit()
     click.echo(f"revoked every token of {username}")
 
 
 @sit.command("set-password")
 @click.argument("username")
-@click.password_option(help="Prompted for when not given.")
-def set_password_command(username: str, password: str) -> None:
+@click.option("--password", help="Asked for (twice) when left out.")
+def set_password_command(username: str, password: str | None) -> None:
     """Change a user's password; their existing tokens stop working."""
-    if not password:
-        raise click.ClickException("password: may not be empty")
-    find_user(username).set_password(password)
+    user = find_user(username)
+    password = ask_password() if password is None else password
+    user.set_password(require_password(password))
     db.session.commit()
     click.echo(f"changed the password of {username}; their old tokens are revoked")
 
@@ -128,11 +188,12 @@ def set_password_command(username: str, password: str) -> None:
 @sit.command("seed-demo")
 @click.option("--users", type=click.IntRange(1, 1_000_000), required=True)
 @click.option("--issues", type=click.IntRange(0, 10_000_000), required=True)
-@click.option("--password", default=None, help="The demo users' password; random if left out.")
+@click.option("--password", help="The demo users' password; random if left out.")
 def seed_demo_command(users: int, issues: int, password: str | None) -> None:
     """Add demo users demo1... and issues assigned among them (no emails are scheduled)."""
-    password = password or secrets.token_urlsafe(12)
-    with click.progressbar(length=users + issues, label="seeding", file=click.get_text_stream("stderr")) as bar:
+    password = require_password(secrets.token_urlsafe(12) if password is None else password)
+    demo.refuse_if_seeded(users)  # before the progress bar draws anything
+    with click.progressbar(length=users + issues, label="seeding", file=sys.stderr) as bar:
         demo.seed(users, issues, password, progress=bar.update)
     click.echo(f"added {users} users (password {password}) and {issues} issues")
 

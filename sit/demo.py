@@ -1,8 +1,10 @@
-"""Demo data in bulk: fast enough for 10,000 users and 100,000 issues."""
+"""Demo data in bulk: 10,000 users and 100,000 issues take seconds, not minutes."""
 
 import random
+import re
 import secrets
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
@@ -13,47 +15,96 @@ from sit.clock import utcnow
 from sit.extensions import db
 from sit.models import Issue, User
 
-CHUNK = 5000
-WORDS = "login crash slow page export report search email button layout import cache".split()
+CHUNK = 5000  # rows per INSERT batch, and per step of the progress bar
+WORDS = ("login", "crash", "slow", "page", "export", "report", "search", "email", "cache")
+DEMO_USERNAME = re.compile(r"demo([1-9][0-9]*)")
+
+Row = dict[str, Any]
 
 
 def chunks(total: int) -> Iterator[range]:
+    """The numbers 1..total, in ranges of at most CHUNK."""
     for start in range(0, total, CHUNK):
         yield range(start + 1, min(start + CHUNK, total) + 1)
 
 
-def seed(users: int, issues: int, password: str, progress: Callable[[int], Any]) -> None:
-    """Add users demo1..demoN and `issues` issues among them, all in one transaction.
+def refuse_if_seeded(users: int) -> None:
+    """Check that none of demo1..demoN exists, before anything is written.
 
-    :raise ClickException: the database already has demo users.
+    :raise ClickException: one of them does (seed-demo ran already).
     """
-    if db.session.scalar(sa.select(User.id).where(User.username.like("demo%")).limit(1)):
-        raise click.ClickException("users named demo... exist already; seed an empty database")
-    password_hash = generate_password_hash(password)  # hashed once, shared by every demo user
-    ids: list[int] = []
-    for numbers in chunks(users):
-        rows = [
-            {"username": f"demo{n}", "email": f"demo{n}@example.com", "first_name": "Demo",
-             "last_name": str(n), "password_hash": password_hash, "token_generation": 1}
-            for n in numbers
-        ]
-        ids += db.session.scalars(sa.insert(User).returning(User.id), rows).all()
-        progress(len(numbers))
+    names = db.session.scalars(sa.select(User.username).where(User.username.startswith("demo")))
+    for name in names:
+        match = DEMO_USERNAME.fullmatch(name)
+        if match and int(match[1]) <= users:
+            raise click.ClickException(f"user {name!r} exists already; seed-demo runs only once")
+
+
+def user_rows(numbers: range, password_hash: str) -> list[Row]:
+    return [
+        {
+            "username": f"demo{n}",
+            "email": f"demo{n}@example.com",
+            "first_name": "Demo",
+            "last_name": str(n),
+            "password_hash": password_hash,
+            "token_generation": 0,
+        }
+        for n in numbers
+    ]
+
+
+def distinct_issue_ids(count: int) -> Iterator[str]:
+    """`count` different random 12-hex-digit issue ids."""
     issue_ids: set[str] = set()
-    while len(issue_ids) < issues:
+    while len(issue_ids) < count:
         issue_ids.add(secrets.token_hex(6))
-    fresh = iter(issue_ids)
-    now = utcnow()
+    return iter(issue_ids)
+
+
+def issue_rows(
+    numbers: range, user_ids: list[int], issue_ids: Iterator[str], start: datetime
+) -> list[Row]:
+    """Issue n is created n seconds after `start`; 80% are open, 90% assigned."""
+    rows = []
+    for n in numbers:
+        created = start + timedelta(seconds=n)
+        rows.append(
+            {
+                "issue_id": next(issue_ids),
+                "title": f"Demo issue {n}: {random.choice(WORDS)}",
+                "description": " ".join(random.choices(WORDS, k=12)),
+                "status": "O" if random.random() < 0.8 else "C",
+                "assigned_to_id": random.choice(user_ids) if random.random() < 0.9 else None,
+                "created_by_id": random.choice(user_ids),
+                "created_at": created,
+                "updated_at": created,
+                "version": 1,
+            }
+        )
+    return rows
+
+
+def seed(users: int, issues: int, password: str, progress: Callable[[int], Any]) -> None:
+    """Add users demo1..demoN, all with `password`, and `issues` issues among them; commits once.
+
+    `users` is at least 1. No assignment emails are scheduled. `progress(rows)` is called after
+    each batch.
+
+    :raise ClickException: one of demo1..demoN exists already.
+    """
+    refuse_if_seeded(users)
+    password_hash = generate_password_hash(password)  # scrypt is slow: hash once, share it
+    user_ids: list[int] = []
+    for numbers in chunks(users):
+        rows = user_rows(numbers, password_hash)
+        user_ids += db.session.scalars(sa.insert(User).returning(User.id), rows).all()
+        progress(len(numbers))
+    issue_ids = distinct_issue_ids(issues)
+    start = utcnow() - timedelta(seconds=issues)  # the last issue is created now
     for numbers in chunks(issues):
-        rows = [
-            {"issue_id": next(fresh), "title": f"Demo issue {n}: {random.choice(WORDS)}",
-             "description": " ".join(random.choices(WORDS, k=12)),
-             "status": "O" if random.random() < 0.8 else "C",
-             "assigned_to_id": random.choice(ids) if random.random() < 0.9 else None,
-             "created_by_id": random.choice(ids), "created_at": now, "updated_at": now,
-             "version": 1}
-            for n in numbers
-        ]
-        db.session.execute(sa.insert(Issue), rows)
+        # A Core insert: the ORM's bulk insert splits a batch wherever assigned_to_id is None.
+        rows = issue_rows(numbers, user_ids, issue_ids, start)
+        db.session.execute(sa.insert(Issue.__table__), rows)
         progress(len(numbers))
     db.session.commit()
