@@ -10,7 +10,15 @@ from sit import errors
 from sit.extensions import db, token_auth
 from sit.models import Issue, User, get_or_404
 from sit.pagination import paginate
-from sit.schemas import IssueHeaders, IssueIn, IssueOut, IssuePatch, IssueQuery, PageHeaders
+from sit.schemas import (
+    IssueHeaders,
+    IssueIn,
+    IssueOut,
+    IssuePatch,
+    IssueQuery,
+    PageHeaders,
+    issue_url,
+)
 
 bp = APIBlueprint("issues", __name__, tag="Issues")
 
@@ -100,7 +108,7 @@ def create_issue(json_or_form_data: IssueIn) -> Any:
     issue.change(fields)
     db.session.add(issue)
     db.session.commit()
-    return respond(issue, 201, {"Location": IssueOut.model_validate(issue).url})
+    return respond(issue, 201, {"Location": issue_url(issue.id)})
 
 
 @bp.get(ISSUE)

@@ -62,6 +62,11 @@ Timestamp = Annotated[
 ]
 
 
+def issue_url(pk: int) -> str:
+    """An issue's address under `PUBLIC_URL`, never under the request's Host header."""
+    return f"{current_app.config['PUBLIC_URL']}/api/{pk}/"
+
+
 class WritableIssue(BaseModel):
     """Read-only fields a client sends back are dropped; any other unknown field is an error."""
 
@@ -116,7 +121,7 @@ class IssueOut(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def url(self) -> str:
-        return f"{current_app.config['PUBLIC_URL']}/api/{self.id}/"
+        return issue_url(self.id)
 
 
 class PageQuery(BaseModel):
