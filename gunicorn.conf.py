@@ -26,3 +26,9 @@ def on_starting(server: object) -> None:
     except ConfigError as error:
         print(f"sit: {error.message}", file=sys.stderr)
         sys.exit(1)
+
+
+def post_worker_init(worker: object) -> None:
+    """Every worker stands by to run the scheduler's jobs; the holder of the runner lock runs
+    them, and when it dies another worker takes over (`sit/scheduler.py`)."""
+    worker.wsgi.extensions["sit.scheduler"].stand_by()

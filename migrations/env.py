@@ -38,6 +38,11 @@ target_db = current_app.extensions["migrate"].db
 # ... etc.
 
 
+def include_object(object, name, type_, reflected, compare_to):
+    """Leave APScheduler's job table alone: migration 0002 creates it, no model describes it."""
+    return not (type_ == "table" and name == "apscheduler_jobs")
+
+
 def get_metadata():
     if hasattr(target_db, "metadatas"):
         return target_db.metadatas[None]
@@ -88,7 +93,12 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
-        context.configure(connection=connection, target_metadata=get_metadata(), **conf_args)
+        context.configure(
+            connection=connection,
+            target_metadata=get_metadata(),
+            include_object=include_object,
+            **conf_args,
+        )
 
         with context.begin_transaction():
             context.run_migrations()

@@ -1,20 +1,26 @@
 """SIT, a self-hosted issue tracker served as a REST API."""
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from apiflask import APIFlask
 
-from sit import auth, cli, config, docs, errors, health, issues, sqlite, users
+from sit import auth, cli, config, docs, errors, health, issues, scheduler, sqlite, users
 from sit.extensions import db, migrate
+from sit.extensions import mail as flask_mail  # not to shadow the module sit.mail
 from sit.schemas import Request, check_body_type
 
 PROJECT_INSTANCE = Path(__file__).resolve().parent.parent / "instance"
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
-    """Build the app: configuration, extensions, blueprints, error handlers, CLI."""
+    """Build the app: configuration, extensions, scheduler, blueprints, error handlers, CLI.
+
+    The scheduler is attached, not started: a serving process stands by to run its jobs
+    (`gunicorn.conf.py`), any other process only adds jobs.
+    """
     instance = os.environ.get("SIT_INSTANCE_PATH") or PROJECT_INSTANCE
     app = APIFlask(
         __name__,
@@ -33,11 +39,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
         app.config["SQLALCHEMY_DATABASE_URI"]
     )
     app.url_map.strict_slashes = False
+    app.logger.setLevel(logging.INFO)  # "sit.*" loggers: emails sent, runner elected
 
     db.init_app(app)
     migrate.init_app(app, db)
+    flask_mail.init_app(app)
     with app.app_context():
         sqlite.tune(db.engine)
+        scheduler.init_app(app)
 
     errors.init_app(app)
     docs.init_app(app)

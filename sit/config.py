@@ -25,6 +25,16 @@ class Defaults:
     PUBLIC_URL = "http://127.0.0.1:8000"
     SCHEDULER_ENABLED = True
     MAX_CONTENT_LENGTH = 1024 * 1024
+    EMAIL_RETRY_DELAY = "30s"  # the first retry of a failed email; doubles each time, up to 1 h
+    EMAIL_RETRY_FOR = "1d"  # then the email is marked failed
+    # Flask-Mail's own keys. No MAIL_SERVER: each email becomes an .eml file in <instance>/outbox/.
+    MAIL_SERVER = None
+    MAIL_PORT = 25
+    MAIL_USE_TLS = False
+    MAIL_USE_SSL = False
+    MAIL_USERNAME = None
+    MAIL_PASSWORD = None
+    MAIL_DEFAULT_SENDER = "SIT <sit@localhost>"
     SQLALCHEMY_DATABASE_URI = None  # sqlite:///<instance>/sit.db, filled in by load()
     SECRET_KEY = None  # generated once into <instance>/secret_key, filled in by load()
 
@@ -80,12 +90,40 @@ def parse_positive_duration(value: Any) -> int:
     return seconds
 
 
+def parse_port(value: Any) -> int:
+    """A TCP port number, 1-65535."""
+    if isinstance(value, bool) or not str(value).strip().isdigit() or not 0 < int(value) < 65536:
+        raise ValueError(f"{value!r} is not a port number (1-65535)")
+    return int(value)
+
+
+def parse_optional_text(value: Any) -> str | None:
+    """Text, or None when empty (`SIT_MAIL_PASSWORD=123` arrives as a number: made text again)."""
+    return None if value is None or value == "" else str(value)
+
+
+def parse_sender(value: Any) -> str:
+    """An address, alone or as `Name <address>`."""
+    if not isinstance(value, str) or "@" not in value:
+        raise ValueError(f"{value!r} is not an email address")
+    return value
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "ASSIGNMENT_EMAIL_DELAY": parse_duration,
     "DIGEST_INTERVAL": parse_positive_duration,
     "TOKEN_MAX_AGE": parse_positive_duration,
     "PUBLIC_URL": parse_public_url,
     "SCHEDULER_ENABLED": parse_bool,
+    "EMAIL_RETRY_DELAY": parse_positive_duration,
+    "EMAIL_RETRY_FOR": parse_duration,
+    "MAIL_SERVER": parse_optional_text,
+    "MAIL_PORT": parse_port,
+    "MAIL_USE_TLS": parse_bool,
+    "MAIL_USE_SSL": parse_bool,
+    "MAIL_USERNAME": parse_optional_text,
+    "MAIL_PASSWORD": parse_optional_text,
+    "MAIL_DEFAULT_SENDER": parse_sender,
 }
 
 
@@ -107,6 +145,8 @@ def load(app: Flask, overrides: dict[str, Any] | None) -> None:
             app.config[key] = parse(app.config[key])
         except ValueError as error:
             raise ConfigError(f"{key}: {error}") from None
+    if app.config["MAIL_USE_TLS"] and app.config["MAIL_USE_SSL"]:
+        raise ConfigError("MAIL_USE_SSL: choose it or MAIL_USE_TLS (STARTTLS), not both")
     if not app.config["SQLALCHEMY_DATABASE_URI"]:
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{Path(app.instance_path) / 'sit.db'}"
     if not app.config["SECRET_KEY"]:

@@ -2,6 +2,7 @@
 
 from apiflask import HTTPTokenAuth
 from flask import request
+from flask_mail import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
@@ -26,4 +27,5 @@ class TokenAuth(HTTPTokenAuth):
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
+mail = Mail()
 token_auth = TokenAuth(scheme="Bearer", realm="SIT", description="An access token from /get-token/")

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from apiflask import APIBlueprint, abort
 from flask import Response, request
 
-from sit import errors
+from sit import errors, notifications
 from sit.extensions import db, token_auth
 from sit.models import Issue, User, get_or_404
 from sit.pagination import paginate
@@ -107,7 +107,7 @@ def create_issue(json_or_form_data: IssueIn) -> Any:
     issue = Issue(creator=token_auth.current_user)
     issue.change(fields)
     db.session.add(issue)
-    db.session.commit()
+    notifications.save_issue(issue, previous_assignee_id=None)
     return respond(issue, 201, {"Location": issue_url(issue.id)})
 
 
@@ -146,14 +146,14 @@ def update_issue(pk: int, json_or_form_data: IssuePatch) -> Any:
 @bp.doc(responses=CHANGE_ERRORS)
 def delete_issue(pk: int) -> Any:
     """Delete an issue you created."""
-    db.session.delete(get_own_issue(pk))
-    db.session.commit()
+    notifications.delete_issue(get_own_issue(pk))
     return ""
 
 
 def change_issue(pk: int, fields: dict[str, Any]) -> Any:
     issue = get_own_issue(pk)
     check_assignee(fields)
+    previous_assignee_id = issue.assigned_to_id
     issue.change(fields)
-    db.session.commit()
+    notifications.save_issue(issue, previous_assignee_id)
     return respond(issue)

@@ -1,7 +1,7 @@
-"""The data: users, issues and failed logins. Models change themselves; they never commit."""
+"""The data: users, issues, failed logins and the outbox. Models change themselves; never commit."""
 
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,6 +14,7 @@ from sit.extensions import db
 
 MAX_ID = 2**63 - 1  # the largest id a 64-bit integer column holds
 STATUSES = ("O", "C")
+MAX_RETRY_DELAY_SECONDS = 3600
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -113,3 +114,55 @@ class LoginFailure(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(sa.String(150))
     failed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Email(db.Model):
+    """One email in the outbox. The row is the truth; a scheduler job only says when to look.
+
+    `pending` until sent (`sent`), superseded (`cancelled`) or given up on after failing for
+    `EMAIL_RETRY_FOR` (`failed`). While it fails, `due_at` is its next attempt.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        sa.Index("ix_outbox_state_due_at", "state", "due_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(10))  # "assignment" or "digest"
+    state: Mapped[str] = mapped_column(sa.String(10), default="pending")
+    recipient_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    to_address: Mapped[str] = mapped_column(sa.String(254))
+    issue_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("issues.id", ondelete="SET NULL"), index=True
+    )
+    subject: Mapped[str] = mapped_column(sa.String(400))
+    message_id: Mapped[str] = mapped_column(sa.String(255), unique=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(default=0)
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+
+    recipient: Mapped[User] = relationship()
+    issue: Mapped[Issue | None] = relationship()
+
+    def mark_sent(self, now: datetime) -> None:
+        self.state = "sent"
+        self.sent_at = now
+
+    def mark_failed_attempt(
+        self, error: str, now: datetime, first_retry: int, retry_for: int
+    ) -> None:
+        """Count a failed attempt: retry after a delay that doubles each time (at most an hour),
+        or give up once it has been failing for `retry_for` seconds."""
+        self.attempts += 1
+        self.last_error = error[:500]
+        self.failing_since = self.failing_since or now
+        if now - self.failing_since >= timedelta(seconds=retry_for):
+            self.state = "failed"
+        else:
+            delay = min(first_retry * 2 ** (self.attempts - 1), MAX_RETRY_DELAY_SECONDS)
+            self.due_at = now + timedelta(seconds=delay)

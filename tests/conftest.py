@@ -15,7 +15,7 @@ import pytest
 import requests
 from flask_migrate import upgrade
 
-from sit import create_app
+from sit import create_app, scheduler
 from sit.auth import issue_token
 from sit.cli import create_user
 from sit.extensions import db
@@ -53,6 +53,7 @@ def app(instance: Path) -> Iterator[Any]:
     app = create_app({"TESTING": True, "PUBLIC_URL": "http://sit.test"})
     with app.app_context():
         yield app
+        scheduler.get().shutdown()
         db.session.remove()
         db.engine.dispose()
 

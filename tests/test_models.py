@@ -1,17 +1,23 @@
 """The models and the migrations that build their tables."""
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from werkzeug.exceptions import NotFound
 
 from sit.extensions import db
 from sit.models import MAX_ID, Issue, User, get_or_404
 
 
-def test_migrations_build_exactly_the_models_tables(app):
+def test_migrations_build_exactly_the_models_and_the_job_stores_tables(app):
+    expected = sa.MetaData()
+    for table in db.metadata.tables.values():
+        table.to_metadata(expected)
+    SQLAlchemyJobStore(engine=db.engine).jobs_t.to_metadata(expected)
     with db.engine.connect() as connection:
-        differences = compare_metadata(MigrationContext.configure(connection), db.metadata)
+        differences = compare_metadata(MigrationContext.configure(connection), expected)
     assert differences == []
 
 

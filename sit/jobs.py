@@ -1,0 +1,34 @@
+"""What the scheduler's jobs run, in the runner process. Stored jobs name these functions."""
+
+import logging
+import threading
+
+from sit import mail, notifications, scheduler
+
+log = logging.getLogger(__name__)
+
+_digest_run = threading.Lock()
+
+
+def deliver() -> None:
+    """Send the emails that are due: each assignment email's job, and the runner's sweep."""
+    with scheduler.runner_app().app_context():
+        mail.deliver_due()
+
+
+def digest() -> None:
+    """The digest's interval job, and `flask sit send-digest` handed to a running server."""
+    with scheduler.runner_app().app_context():
+        send_digest()
+
+
+def send_digest() -> tuple[int, int]:
+    """Queue a digest for each user with assigned issues and send what is due, on one SMTP
+    connection; one run at a time. Returns (digests queued, emails sent)."""
+    if not _digest_run.acquire(blocking=False):
+        log.warning("a digest run is still going; this one is skipped")
+        return 0, 0
+    try:
+        return notifications.queue_digests(), mail.deliver_due()
+    finally:
+        _digest_run.release()
