@@ -12,11 +12,11 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
-from sit import demo
+from sit import demo, jobs, scheduler
 from sit.auth import issue_token
 from sit.config import parse_positive_duration
 from sit.extensions import db
-from sit.models import User
+from sit.models import Email, User
 
 USERNAME = re.compile(r"[\w.@+-]{1,150}")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
@@ -54,7 +54,7 @@ class OneLineErrors(AppGroup):
             raise click.ClickException(f"database: {message}{hint}") from None
 
 
-sit = OneLineErrors("sit", help="Manage SIT's users, tokens and demo data.")
+sit = OneLineErrors("sit", help="Manage SIT's users, tokens, emails and demo data.")
 
 
 def find_user(username: str) -> User:
@@ -196,6 +196,64 @@ def seed_demo_command(users: int, issues: int, password: str | None) -> None:
     with click.progressbar(length=users + issues, label="seeding", file=sys.stderr) as bar:
         demo.seed(users, issues, password, progress=bar.update)
     click.echo(f"added {users} users (password {password}) and {issues} issues")
+
+
+@sit.command("send-digest")
+def send_digest_command() -> None:
+    """Send every user with assigned issues their digest now."""
+    runner = scheduler.get()
+    if runner.lock.acquire(blocking=False):  # no server runs jobs: send from here
+        try:
+            queued, sent = jobs.send_digest()
+        finally:
+            runner.lock.release()
+        click.echo(f"queued {queued} digests; sent {sent} emails")
+    else:
+        runner.run_soon(scheduler.DIGEST, "digest-now")
+        click.echo("a running server holds the runner lock: it sends the digests now")
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """Columns as wide as their widest cell; the last one as long as it is."""
+    cells = [header, *[tuple("" if v is None else str(v) for v in row) for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header) - 1)]
+    for row in cells:
+        click.echo("  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]))
+
+
+def when(moment: Any) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+@sit.command("jobs")
+def jobs_command() -> None:
+    """List the scheduled jobs and when each runs next (UTC)."""
+    rows = [(job.id, when(job.next_run_time), job.name) for job in scheduler.get().jobs()]
+    print_table(("job", "next run (UTC)", "what"), rows)
+
+
+@sit.command("outbox")
+@click.option("--state", type=click.Choice(["pending", "sent", "cancelled", "failed"]))
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+def outbox_command(state: str | None, limit: int) -> None:
+    """List emails, newest first: state, recipient, subject, attempts, last error."""
+    query = sa.select(Email).order_by(Email.id.desc()).limit(limit)
+    if state:
+        query = query.where(Email.state == state)
+    rows = [
+        (
+            email.id,
+            email.state,
+            when(email.sent_at or email.due_at),
+            email.to_address,
+            email.attempts,
+            email.last_error or "",
+            email.subject,
+        )
+        for email in db.session.scalars(query)
+    ]
+    header = ("id", "state", "due/sent (UTC)", "recipient", "attempts", "last error", "subject")
+    print_table(header, rows)
 
 
 def init_app(app: Flask) -> None:

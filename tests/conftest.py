@@ -8,17 +8,21 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from aiosmtpd.controller import Controller
 from flask_migrate import upgrade
 
 from sit import create_app, scheduler
 from sit.auth import issue_token
 from sit.cli import create_user
-from sit.extensions import db
+from sit.extensions import db, mail
 from sit.models import User
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,3 +177,75 @@ def gunicorn(instance: Path, workers: int = 4, **env: str) -> Iterator[str]:
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+@dataclass
+class Received:
+    """One message as the SMTP sink got it."""
+
+    arrived: float  # time.time() when the DATA command completed
+    peer: tuple[str, int]  # the client's address: one per SMTP connection
+    to: list[str]
+    message: EmailMessage
+
+    @property
+    def subject(self) -> str:
+        return self.message["Subject"]
+
+    def part(self, subtype: str) -> str:
+        """The decoded text of the `text/<subtype>` part."""
+        return self.message.get_body(preferencelist=(subtype,)).get_content()
+
+
+class SmtpSink:
+    """A real SMTP server on loopback (aiosmtpd) that keeps every message it accepts.
+
+    `stop()` takes it down (connections are refused); `refuse` makes it answer DATA with that
+    reply instead of accepting.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.received: list[Received] = []
+        self.refuse: str | None = None
+        self.controller: Controller | None = None
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.refuse:
+            return self.refuse
+        message = message_from_bytes(envelope.original_content, policy=policy.default)
+        self.received.append(Received(time.time(), session.peer, envelope.rcpt_tos, message))
+        return "250 OK"
+
+    def start(self) -> None:
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The settings that send SIT's email here, as users set them."""
+        return {"SIT_MAIL_SERVER": "127.0.0.1", "SIT_MAIL_PORT": str(self.port)}
+
+    def to(self, address: str) -> list[Received]:
+        return [r for r in self.received if address in r.to]
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def mail_to_sink(app: Any, smtp: SmtpSink) -> SmtpSink:
+    """The in-process app sends its email to the SMTP sink."""
+    app.config.update(MAIL_SERVER="127.0.0.1", MAIL_PORT=smtp.port)
+    mail.init_app(app)
+    return smtp
