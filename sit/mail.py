@@ -161,10 +161,10 @@ def due_emails() -> list[Email]:
     return list(db.session.scalars(query.order_by(Email.due_at, Email.id).limit(BATCH)))
 
 
-def record_failure(email: Email, error: Exception) -> None:
+def record_failure(email: Email, reason: str) -> None:
     config = current_app.config
     email.mark_failed_attempt(
-        describe(error), utcnow(), config["EMAIL_RETRY_DELAY"], config["EMAIL_RETRY_FOR"]
+        reason, utcnow(), config["EMAIL_RETRY_DELAY"], config["EMAIL_RETRY_FOR"]
     )
     log.warning(
         "email %d to %s failed (attempt %d): %s",
@@ -193,14 +193,14 @@ def deliver(email: Email, outgoing: Outgoing) -> bool:
             outgoing.send(msg)
             email.mark_sent(utcnow())
     except REFUSALS as error:
-        record_failure(email, error)
+        record_failure(email, describe(error))
     except (OSError, smtplib.SMTPException) as error:
-        record_failure(email, error)
+        record_failure(email, describe(error))
         db.session.commit()
         raise ServerUnavailable(email.last_error) from error
     except Exception as error:  # one message that cannot be built must not hold up the others
         log.exception("email %d could not be built or sent", email.id)
-        record_failure(email, error)
+        record_failure(email, describe(error))
     db.session.commit()
     return email.state == "sent"
 
@@ -209,7 +209,7 @@ def postpone_due(reason: str) -> None:
     """The server is unavailable: count a failed attempt on every email that is due."""
     while batch := due_emails():
         for email in batch:
-            record_failure(email, ServerUnavailable(reason))
+            record_failure(email, reason)
         db.session.commit()
 
 

@@ -39,7 +39,7 @@ from sit.models import Email
 log = logging.getLogger(__name__)
 
 WAKEUP_SECONDS = 0.5  # the most a job added by another process waits to be noticed
-SWEEP_SECONDS = 5
+SWEEP_SECONDS = 1  # an indexed query; it bounds how late a retry or an email without a job is
 RETRY_SECONDS = 5  # before trying again to take over, after a database error
 
 # Stored jobs name their functions by these strings: keep them when moving code.
@@ -171,7 +171,7 @@ class Scheduler:
                 log.exception("could not take over the jobs; trying again")
                 time.sleep(RETRY_SECONDS)
         log.info("process %d now runs SIT's jobs", os.getpid())
-        while True:
+        while self.aps.running:
             time.sleep(WAKEUP_SECONDS)
             self.aps.wakeup()
 

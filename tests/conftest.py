@@ -1,7 +1,9 @@
 """Fixtures: `app` → `client`, `runner`; users and their tokens; real gunicorn servers."""
 
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -140,11 +142,52 @@ def flask_cli(instance: Path, *args: str, **env: str) -> subprocess.CompletedPro
     )
 
 
+@dataclass
+class Server:
+    """A gunicorn master (in a process group of its own, with its workers) serving SIT."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def workers(self) -> list[int]:
+        """The pids of the master's live worker processes."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[1]) == self.process.pid and fields[0] != "Z":
+                pids.append(int(stat.parent.name))
+        return pids
+
+    def kill(self) -> None:
+        """`kill -9` the master and every worker at once, as a power cut would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def runner(self) -> int:
+        """The pid of the worker that holds the runner lock, once one has taken over."""
+
+        def elected() -> int | None:
+            found = RUNNER_LINE.findall(self.log.read_text())
+            return int(found[-1]) if found else None
+
+        return wait_until(elected, 30, "a worker to take over the jobs")
+
+
+RUNNER_LINE = re.compile(r"process (\d+) now runs SIT's jobs")
+
+
 @contextmanager
-def gunicorn(instance: Path, workers: int = 4, **env: str) -> Iterator[str]:
-    """Serve SIT with real gunicorn and `workers` workers; yields its base URL."""
+def gunicorn(
+    instance: Path, workers: int = 4, log: str = "gunicorn.log", **env: str
+) -> Iterator[Server]:
+    """Serve SIT with real gunicorn and `workers` workers, on the instance folder's database."""
     port = free_port()
-    log = (instance / "gunicorn.log").open("w")
+    log_path = instance / log
+    log_file = log_path.open("a")
     process = subprocess.Popen(
         [
             str(BIN / "gunicorn"),
@@ -158,25 +201,27 @@ def gunicorn(instance: Path, workers: int = 4, **env: str) -> Iterator[str]:
         ],
         cwd=ROOT,
         env=os.environ | {"SIT_INSTANCE_PATH": str(instance)} | env,
-        stdout=log,
+        stdout=log_file,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
 
     def healthy() -> bool:
         try:
-            return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+            return requests.get(f"{server.url}/healthz", timeout=1).status_code == 200
         except requests.ConnectionError:
-            assert process.poll() is None, (instance / "gunicorn.log").read_text()
+            assert process.poll() is None, log_path.read_text()
             return False
 
     try:
         wait_until(healthy, 30, "gunicorn to answer /healthz")
-        yield url
+        yield server
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+        log_file.close()
 
 
 @dataclass

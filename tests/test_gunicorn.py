@@ -64,7 +64,8 @@ def workers_that_answered(instance: Path, method: str, path: str, status: int) -
 def test_300_concurrent_creates_across_workers_all_succeed(instance: Path) -> None:
     cli_create_user(instance, "alice")
     bob = cli_create_user(instance, "bob")
-    with gunicorn(instance, workers=4, **PID_ACCESS_LOG) as url:
+    with gunicorn(instance, workers=4, **PID_ACCESS_LOG) as server:
+        url = server.url
         as_alice = bearer(url, "alice")
 
         def create(n: int) -> requests.Response:
@@ -101,7 +102,8 @@ def test_300_concurrent_creates_across_workers_all_succeed(instance: Path) -> No
 def test_login_throttle_holds_across_workers(instance: Path) -> None:
     cli_create_user(instance, "alice")
     cli_create_user(instance, "bob")
-    with gunicorn(instance, workers=4, **PID_ACCESS_LOG) as url:
+    with gunicorn(instance, workers=4, **PID_ACCESS_LOG) as server:
+        url = server.url
         failures = at_once(lambda _: login(url, "alice", "wrong"), THROTTLE_LIMIT, threads=5)
         assert [r.status_code for r in failures] == [401] * THROTTLE_LIMIT
 
@@ -121,7 +123,8 @@ def test_login_throttle_holds_across_workers(instance: Path) -> None:
 def test_parallel_guesses_cannot_slip_under_the_throttle(instance: Path) -> None:
     """Each attempt is counted before its password is hashed, so a burst gets 10 guesses."""
     cli_create_user(instance, "alice")
-    with gunicorn(instance, workers=4) as url:
+    with gunicorn(instance, workers=4) as server:
+        url = server.url
         burst = at_once(lambda _: login(url, "alice", "wrong"), 4 * THROTTLE_LIMIT, threads=16)
     statuses = Counter(r.status_code for r in burst)
     assert statuses == {401: THROTTLE_LIMIT, 429: 3 * THROTTLE_LIMIT}
@@ -132,7 +135,8 @@ def test_workers_share_the_secret_key_generated_at_first_start(instance: Path) -
     cli_create_user(instance, "alice", SIT_SECRET_KEY="only-for-this-command")
     key = instance / "secret_key"
     assert not key.exists()
-    with gunicorn(instance, workers=4, **PID_ACCESS_LOG) as url:
+    with gunicorn(instance, workers=4, **PID_ACCESS_LOG) as server:
+        url = server.url
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
         as_alice = bearer(url, "alice")
 
