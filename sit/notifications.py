@@ -52,6 +52,7 @@ def save_issue(issue: Issue, previous_assignee_id: int | None) -> None:
     A new assignee gets an email `ASSIGNMENT_EMAIL_DELAY` from now, and any email still pending
     for the previous one is cancelled. Keeping the assignee schedules nothing.
     """
+    db.session.flush()  # a new issue gets its id and issue_id, which its email names
     email, cancelled = None, []
     if issue.assigned_to_id != previous_assignee_id:
         cancelled = supersede_assignment_email(issue)

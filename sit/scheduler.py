@@ -7,10 +7,10 @@ workers, see `gunicorn.conf.py`) also stand by for the runner lock. The one that
 - makes sure the digest's interval job exists, without postponing a run that is due;
 - resumes its scheduler, which runs every due job, however long the server was down
   (`misfire_grace_time=None`), once (`coalesce=True`), never overlapping (`max_instances=1`);
-- wakes its scheduler every `WAKEUP_SECONDS`, since APScheduler 3 never wakes up for a job that
-  another process added;
-- sweeps every `SWEEP_SECONDS` for due emails that no job would send: retries, and an email whose
-  job was never added (its process died between the commit and `add_job`).
+- runs a sweep every `SWEEP_SECONDS`: it sends due emails that no job would send (retries, and an
+  email whose job was never added because its process died between the commit and `add_job`),
+  and, being a job, wakes the scheduler, which then sees the jobs other processes added
+  (APScheduler 3 never wakes up for those on its own) long before they are due.
 
 When the runner dies the system releases its lock, and a waiting process takes over at once.
 """
@@ -38,8 +38,7 @@ from sit.models import Email
 
 log = logging.getLogger(__name__)
 
-WAKEUP_SECONDS = 0.5  # the most a job added by another process waits to be noticed
-SWEEP_SECONDS = 1  # an indexed query; it bounds how late a retry or an email without a job is
+SWEEP_SECONDS = 1  # how late, at most, a job another process added is noticed, or a retry sent
 RETRY_SECONDS = 5  # before trying again to take over, after a database error
 
 # Stored jobs name their functions by these strings: keep them when moving code.
@@ -116,7 +115,11 @@ class Scheduler:
                 self.aps.start(paused=True)
 
     def shutdown(self) -> None:
+        """Stop, leaving the job table as it is: on its way out APScheduler 3 looks at the due
+        jobs once more, and would move or drop those it can no longer run."""
         if self.aps.running:
+            for alias in ("default", "local"):
+                self.aps.remove_jobstore(alias)
             self.aps.shutdown(wait=False)
         self.lock.release()
 
@@ -171,9 +174,6 @@ class Scheduler:
                 log.exception("could not take over the jobs; trying again")
                 time.sleep(RETRY_SECONDS)
         log.info("process %d now runs SIT's jobs", os.getpid())
-        while self.aps.running:
-            time.sleep(WAKEUP_SECONDS)
-            self.aps.wakeup()
 
     def take_over(self) -> None:
         self.ensure_digest_job()
@@ -182,7 +182,7 @@ class Scheduler:
             "interval",
             seconds=SWEEP_SECONDS,
             id="sweep",
-            jobstore="local",
+            jobstore="local",  # in this process's memory: never stored, never run elsewhere
             next_run_time=datetime.now(UTC),  # first: what fell due while no runner ran
             replace_existing=True,
         )

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from flask_migrate import upgrade
 
@@ -25,7 +26,7 @@ from sit import create_app, scheduler
 from sit.auth import issue_token
 from sit.cli import create_user
 from sit.extensions import db, mail
-from sit.models import User
+from sit.models import Email, User
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -89,6 +90,11 @@ def bearer(user: User, expires_in: int = 3600) -> dict[str, str]:
 
 
 @pytest.fixture
+def carol(app: Any) -> User:
+    return create_user("carol", "carol@example.com", PASSWORD, "Carol", "Danvers")
+
+
+@pytest.fixture
 def as_alice(alice: User) -> dict[str, str]:
     return bearer(alice)
 
@@ -109,6 +115,12 @@ def new_issue(client: Any, as_alice: dict[str, str], bob: User) -> Callable[...,
         return response.json
 
     return create
+
+
+def outbox(**where: Any) -> list[Email]:
+    """The outbox rows, oldest first, as the database has them now, whoever wrote them."""
+    db.session.rollback()  # end the last read's snapshot
+    return list(db.session.scalars(sa.select(Email).filter_by(**where).order_by(Email.id)))
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:

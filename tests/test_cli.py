@@ -8,10 +8,11 @@ import pytest
 import sqlalchemy as sa
 from conftest import PASSWORD, bearer, flask_cli
 
-from sit import clock, demo
+from sit import clock, demo, scheduler
 from sit.cli import create_first_user, create_user
 from sit.extensions import db
-from sit.models import Issue, User
+from sit.models import Email, Issue, User
+from sit.scheduler import FileLock
 
 
 def count(model):
@@ -401,3 +402,104 @@ def test_bad_configuration_is_one_line_naming_the_key(instance):
 def test_a_database_never_migrated_is_one_line(tmp_path, args):
     result = flask_cli(tmp_path, "sit", *args)
     assert "flask db upgrade" in one_error_line(result.returncode, result.stderr)
+
+
+# send-digest, outbox and jobs
+
+OUTBOX = ("id", "state", "due/sent (UTC)", "recipient", "attempts", "last error", "subject")
+JOBS = ("job", "next run (UTC)", "what")
+
+
+def table(result, titles):
+    """A printed table's rows, as dicts cut where the header's titles start."""
+    assert result.exit_code == 0, result.output
+    header, *lines = result.stdout.splitlines()
+    starts = [header.index(title) for title in titles]
+    cuts = list(zip(starts, [*starts[1:], None], strict=True))
+    return [
+        {t: line[a:b].strip() for t, (a, b) in zip(titles, cuts, strict=True)} for line in lines
+    ]
+
+
+def outbox(runner, *args):
+    return table(runner.invoke(args=["sit", "outbox", *args]), OUTBOX)
+
+
+def scheduled_jobs(runner):
+    return {row["job"]: row for row in table(runner.invoke(args=["sit", "jobs"]), JOBS)}
+
+
+def test_send_digest_without_a_server_sends_one_digest_per_user_with_issues(
+    runner, mail_to_sink, new_issue, alice, bob
+):
+    create_user("carol", "carol@example.com", "pw")
+    new_issue()
+    new_issue()
+    new_issue(assigned_to=alice.id)
+    result = runner.invoke(args=["sit", "send-digest"])
+    assert result.exit_code == 0, result.output
+    assert "queued 2 digests; sent 2 emails" in result.stdout
+    received = sorted((r.to[0], r.subject) for r in mail_to_sink.received)
+    assert received == [
+        ("alice@example.com", "Your SIT digest: 1 issues assigned to you"),
+        ("bob@example.com", "Your SIT digest: 2 issues assigned to you"),
+    ]
+    assert len({r.peer for r in mail_to_sink.received}) == 1
+    assert scheduler.get().lock.acquire(blocking=False)  # the command let go of the lock
+
+
+def test_send_digest_while_a_server_holds_the_lock_hands_the_run_to_it(
+    runner, instance, mail_to_sink, new_issue
+):
+    new_issue()
+    server = FileLock(instance / "scheduler.lock")
+    assert server.acquire(blocking=False)
+    try:
+        result = runner.invoke(args=["sit", "send-digest"])
+    finally:
+        server.release()
+    assert result.exit_code == 0, result.output
+    assert "a running server holds the runner lock" in result.stdout
+    assert mail_to_sink.received == []
+    assert "digest-now" in scheduled_jobs(runner)
+
+
+def test_outbox_lists_emails_newest_first_and_filters_by_state(
+    runner, client, as_alice, alice, new_issue
+):
+    issue = new_issue()
+    client.patch(f"/api/{issue['id']}/", json={"assigned_to": alice.id}, headers=as_alice)
+    to_bob, to_alice = db.session.scalars(sa.select(Email).order_by(Email.id))
+    to_alice.mark_failed_attempt("451 4.3.0 Try again later", clock.utcnow(), 30, 86400)
+    db.session.commit()
+    rows = outbox(runner)
+    assert [row["id"] for row in rows] == [str(to_alice.id), str(to_bob.id)]
+    assert rows[0] == {
+        "id": str(to_alice.id),
+        "state": "pending",
+        "due/sent (UTC)": to_alice.due_at.strftime("%Y-%m-%d %H:%M:%S"),
+        "recipient": "alice@example.com",
+        "attempts": "1",
+        "last error": "451 4.3.0 Try again later",
+        "subject": to_alice.subject,
+    }
+    assert (rows[1]["state"], rows[1]["attempts"], rows[1]["last error"]) == ("cancelled", "0", "")
+    assert [row["id"] for row in outbox(runner, "--state", "cancelled")] == [str(to_bob.id)]
+    assert outbox(runner, "--state", "sent") == []
+
+
+def test_outbox_bad_state_is_one_line(runner):
+    result = runner.invoke(args=["sit", "outbox", "--state", "lost"])
+    assert "Invalid value for '--state'" in failed(result)
+
+
+def test_jobs_lists_each_email_job_with_its_next_run(runner, new_issue, alice):
+    new_issue()
+    new_issue(assigned_to=alice.id)
+    jobs = scheduled_jobs(runner)
+    emails = db.session.scalars(sa.select(Email)).all()
+    assert set(jobs) == {f"email-{email.id}" for email in emails}
+    for email in emails:
+        job = jobs[f"email-{email.id}"]
+        assert job["next run (UTC)"] == email.due_at.strftime("%Y-%m-%d %H:%M:%S")
+        assert job["what"] == f"email {email.id} to {email.to_address}"

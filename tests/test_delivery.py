@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import Server, SmtpSink, bearer, flask_cli, gunicorn, wait_until
+from conftest import Server, SmtpSink, bearer, flask_cli, gunicorn, outbox, wait_until
 
 from sit.cli import create_user
 from sit.clock import utcnow
 from sit.extensions import db
-from sit.models import Email, Issue
+from sit.models import Issue
 
 DELAY = 2  # SIT_ASSIGNMENT_EMAIL_DELAY, seconds
 CLOSE = {"Connection": "close"}  # a new connection per request, so any worker may take it
@@ -58,11 +58,6 @@ def call(server: Server, user: Account, method: str, path: str, **body: Any) -> 
     response = requests.request(method, server.url + path, json=body or None, headers=headers)
     assert response.status_code < 300, response.text
     return response.json() if response.content else {}
-
-
-def outbox() -> list[Email]:
-    db.session.rollback()  # end the last read's snapshot: see what the server wrote since
-    return list(db.session.scalars(sa.select(Email).order_by(Email.id)))
 
 
 def settled() -> bool:
