@@ -1,5 +1,6 @@
 """Fixtures: `app` → `client`, `runner`; users and their tokens; real gunicorn servers."""
 
+import itertools
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ import requests
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from flask_migrate import upgrade
+from sqlalchemy.pool import NullPool
 
 from sit import create_app, scheduler
 from sit.auth import issue_token
@@ -33,26 +35,80 @@ BIN = Path(sys.executable).parent
 PASSWORD = "correct horse battery staple"
 
 
-@pytest.fixture(scope="session")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SQLite database built by the real migrations, copied fresh for each test."""
-    folder = tmp_path_factory.mktemp("template")
-    path = folder / "sit.db"
-    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}", "SECRET_KEY": "x"})
+# The suite runs on SQLite; with TEST_DATABASE_URL (a PostgreSQL server's URL, as `.ci/run`
+# sets it) it runs on PostgreSQL, each test on a database of its own.
+POSTGRES = os.environ.get("TEST_DATABASE_URL")
+_databases = itertools.count()
+
+
+class Postgres:
+    """Databases on the PostgreSQL server at `url`, made and dropped for tests."""
+
+    def __init__(self, url: str) -> None:
+        self.url = sa.make_url(url)
+        self.admin = sa.create_engine(self.url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+
+    def url_of(self, name: str) -> str:
+        return self.url.set(database=name).render_as_string(hide_password=False)
+
+    def create(self, name: str, template: str | None = None) -> str:
+        """A new, empty (or copied) database; returns its URL."""
+        self.drop(name)
+        copy = f" TEMPLATE {template}" if template else ""
+        with self.admin.connect() as connection:
+            connection.exec_driver_sql(f"CREATE DATABASE {name}{copy}")
+        return self.url_of(name)
+
+    def drop(self, name: str) -> None:
+        with self.admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def migrate(uri: str) -> None:
+    app = create_app({"SQLALCHEMY_DATABASE_URI": uri, "SECRET_KEY": "x"})
     with app.app_context():
         upgrade(directory=str(ROOT / "migrations"))
         db.engine.dispose()
-    return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Postgres:
+    """The PostgreSQL server at 127.0.0.1:5432 (or TEST_DATABASE_URL's)."""
+    return Postgres(POSTGRES or "postgresql+psycopg://postgres@127.0.0.1/test")
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> Iterator[str]:
+    """A database built by the real migrations, copied for each test: a SQLite file, or a
+    PostgreSQL template database."""
+    if POSTGRES:
+        template = f"sit_template_{os.getpid()}"
+        migrate(postgres.create(template))
+        yield template
+        postgres.drop(template)
+    else:
+        path = tmp_path_factory.mktemp("template") / "sit.db"
+        migrate(f"sqlite:///{path}")
+        yield str(path)
 
 
 @pytest.fixture
-def instance(tmp_path: Path, migrated_db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An instance folder of its own, holding a migrated database."""
+def instance(
+    tmp_path: Path, migrated_db: str, postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """An instance folder of its own, and a migrated database of its own (in the folder, or on
+    the PostgreSQL server, named by SIT_SQLALCHEMY_DATABASE_URI for every process a test starts)."""
     folder = tmp_path / "instance"
     folder.mkdir()
-    shutil.copy(migrated_db, folder / "sit.db")
     monkeypatch.setenv("SIT_INSTANCE_PATH", str(folder))
-    return folder
+    if not POSTGRES:
+        shutil.copy(migrated_db, folder / "sit.db")
+        yield folder
+        return
+    name = f"sit_test_{os.getpid()}_{next(_databases)}"
+    monkeypatch.setenv("SIT_SQLALCHEMY_DATABASE_URI", postgres.create(name, template=migrated_db))
+    yield folder
+    postgres.drop(name)
 
 
 @pytest.fixture

@@ -43,7 +43,8 @@ def test_parse_bool(value, result):
     assert parse_bool(value) is result
 
 
-def test_defaults(instance):
+def test_defaults(instance, monkeypatch):
+    monkeypatch.delenv("SIT_SQLALCHEMY_DATABASE_URI", raising=False)  # set on PostgreSQL runs
     app = create_app()
     assert app.config["ASSIGNMENT_EMAIL_DELAY"] == 720
     assert app.config["DIGEST_INTERVAL"] == 86400
