@@ -24,7 +24,7 @@ format: $(VENV)/.installed-dev
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[postgres]'
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed

@@ -10,8 +10,10 @@ config = context.config
 
 # Interpret the config file for Python logging.
 # This line sets up loggers basically.
-fileConfig(config.config_file_name)
+fileConfig(config.config_file_name, disable_existing_loggers=False)  # keep sit.* logging
 logger = logging.getLogger("alembic.env")
+
+MIGRATION_LOCK = 0x5118  # the advisory lock key `flask db upgrade` holds on PostgreSQL
 
 
 def get_engine():
@@ -101,6 +103,10 @@ def run_migrations_online():
         )
 
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # Hosts started at once migrate one after the other; the later ones then find
+                # the schema up to date. Released when this transaction ends.
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             context.run_migrations()
 
 

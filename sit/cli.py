@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from click.exceptions import NoArgsIsHelpError
 from flask import Flask, current_app
 from flask.cli import AppGroup
-from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from sit import demo, jobs, scheduler
 from sit.auth import issue_token
@@ -124,7 +124,11 @@ def create_first_user() -> str | None:
     if db.session.scalar(sa.select(User.id).limit(1)) is not None:
         return None
     password = secrets.token_urlsafe(12)
-    create_user("admin", "admin@localhost", password)
+    try:
+        create_user("admin", "admin@localhost", password)
+    except IntegrityError:  # another host, started at the same moment, made it first
+        db.session.rollback()
+        return None
     return password
 
 

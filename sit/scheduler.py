@@ -12,7 +12,10 @@ workers, see `gunicorn.conf.py`) also stand by for the runner lock. The one that
   and, being a job, wakes the scheduler, which then sees the jobs other processes added
   (APScheduler 3 never wakes up for those on its own) long before they are due.
 
-When the runner dies the system releases its lock, and a waiting process takes over at once.
+The runner lock is a file lock among the processes of one host (SQLite), or a PostgreSQL advisory
+lock among the processes of every host that shares the database. When the runner dies the system
+releases its lock, and a waiting process takes over at once. A runner that finds its lock gone (its
+lock's connection cut) stops running jobs and stands by again.
 """
 
 import contextlib
@@ -20,26 +23,29 @@ import fcntl
 import logging
 import os
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import sqlalchemy as sa
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.triggers.interval import IntervalTrigger
 from flask import Flask, current_app
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from sit.extensions import db
 from sit.models import Email
 
 log = logging.getLogger(__name__)
 
-SWEEP_SECONDS = 1  # how late, at most, a job another process added is noticed, or a retry sent
+SWEEP_SECONDS = 0.5  # how late, at most, a job another process added is noticed, or a retry sent
 RETRY_SECONDS = 5  # before trying again to take over, after a database error
+CHECK_SECONDS = 1  # how often the runner makes sure it still holds the lock
 
 # Stored jobs name their functions by these strings: keep them when moving code.
 DELIVER = "sit.jobs:deliver"
@@ -50,6 +56,10 @@ class RunnerLock(Protocol):
     """Held by at most one process at a time, and released by the system when its holder dies."""
 
     def acquire(self, blocking: bool = True) -> bool: ...
+
+    def held(self) -> bool:
+        """Whether this process holds the lock still (asked by the holder)."""
+        ...
 
     def release(self) -> None: ...
 
@@ -72,14 +82,75 @@ class FileLock:
         self.file = file
         return True
 
+    def held(self) -> bool:
+        return self.file is not None
+
     def release(self) -> None:
         if self.file is not None:
             self.file.close()  # closing the file releases the lock
             self.file = None
 
 
+class AdvisoryLock:
+    """A PostgreSQL session-level advisory lock, held on a connection of its own: exclusive among
+    the processes of every host that shares the database. The server releases it when that
+    connection ends: the holder exits or is killed, or, through the TCP keepalives set below,
+    within about 10 s of its host or network going away."""
+
+    KEY = 0x5117  # SIT's advisory lock key in its database ("SIT")
+    KEEPALIVES = {  # ask the server to probe this connection's client: a dead host frees the lock
+        "tcp_keepalives_idle": 4,
+        "tcp_keepalives_interval": 2,
+        "tcp_keepalives_count": 3,
+    }
+
+    def __init__(self, url: sa.URL) -> None:
+        self.engine = sa.create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        self.connection: sa.Connection | None = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        connection = self.engine.connect()
+        try:
+            for name, value in self.KEEPALIVES.items():
+                connection.exec_driver_sql(f"SET {name} = {value}")
+            if blocking:  # waits in the server for the holder to go
+                connection.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": self.KEY})
+                taken = True
+            else:
+                query = sa.text("SELECT pg_try_advisory_lock(:key)")
+                taken = connection.scalar(query, {"key": self.KEY})
+        except BaseException:
+            connection.close()
+            raise
+        if not taken:
+            connection.close()
+            return False
+        self.connection = connection
+        return True
+
+    def held(self) -> bool:
+        if self.connection is None:
+            return False
+        try:
+            self.connection.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError:
+            log.warning("the runner lock's connection is gone, and the lock with it")
+            self.release()
+            return False
+        return True
+
+    def release(self) -> None:
+        if self.connection is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                self.connection.close()  # ending the session releases the lock
+            self.connection = None
+
+
 def runner_lock(app: Flask) -> RunnerLock:
-    """The lock that elects the runner: a file lock, for the processes of one host."""
+    """The lock that elects the runner: across hosts on PostgreSQL, else among one host's
+    processes (SQLite is one host's database)."""
+    if db.engine.dialect.name == "postgresql":
+        return AdvisoryLock(db.engine.url)
     return FileLock(Path(app.instance_path) / "scheduler.lock")
 
 
@@ -107,6 +178,7 @@ class Scheduler:
             timezone=UTC,
         )
         self.starting = threading.Lock()
+        self.stopped = threading.Event()
 
     def start(self) -> None:
         """Start paused (once per process): from now on, jobs added are written to the store."""
@@ -118,6 +190,7 @@ class Scheduler:
         """Stop, leaving the job table as it is: on its way out APScheduler 3 looks at the due
         jobs once more, and would move or drop those it can no longer run. The stores are not
         shut down: the job store's engine is the app's, which Flask-SQLAlchemy disposes of."""
+        self.stopped.set()
         if self.aps.running:
             for alias in ("default", "local"):
                 self.aps.remove_jobstore(alias, shutdown=False)
@@ -163,18 +236,33 @@ class Scheduler:
         threading.Thread(target=self.run_when_elected, name="sit-runner", daemon=True).start()
 
     def run_when_elected(self) -> None:
-        self.lock.acquire()
+        """Wait for the runner lock, run the jobs while it is held, and wait again if it is lost."""
         global _runner_app
         _runner_app = self.app
-        while True:
+        while not self.stopped.is_set():
             try:
+                self.lock.acquire()
                 with self.app.app_context():
                     self.take_over()
-                break
             except SQLAlchemyError:
                 log.exception("could not take over the jobs; trying again")
-                time.sleep(RETRY_SECONDS)
-        log.info("process %d now runs SIT's jobs", os.getpid())
+                self.step_down()
+                self.stopped.wait(RETRY_SECONDS)
+                continue
+            log.info("process %d now runs SIT's jobs", os.getpid())
+            while self.lock.held() and not self.stopped.wait(CHECK_SECONDS):
+                pass
+            self.step_down()
+
+    def step_down(self) -> None:
+        """Run no more jobs here (another process may hold the lock by now), and let go of it."""
+        if not self.stopped.is_set():
+            if self.aps.state == STATE_RUNNING:
+                self.aps.pause()
+                log.warning("process %d no longer runs SIT's jobs", os.getpid())
+            with contextlib.suppress(JobLookupError):
+                self.aps.remove_job("sweep", jobstore="local")
+        self.lock.release()
 
     def take_over(self) -> None:
         self.ensure_digest_job()

@@ -78,37 +78,51 @@ def postgres() -> Postgres:
 
 
 @pytest.fixture(scope="session")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres) -> Iterator[str]:
-    """A database built by the real migrations, copied for each test: a SQLite file, or a
-    PostgreSQL template database."""
-    if POSTGRES:
-        template = f"sit_template_{os.getpid()}"
-        migrate(postgres.create(template))
-        yield template
-        postgres.drop(template)
-    else:
-        path = tmp_path_factory.mktemp("template") / "sit.db"
-        migrate(f"sqlite:///{path}")
-        yield str(path)
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A SQLite database built by the real migrations, copied for each test."""
+    path = tmp_path_factory.mktemp("template") / "sit.db"
+    migrate(f"sqlite:///{path}")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres: Postgres) -> Iterator[str]:
+    """A PostgreSQL database built by the real migrations, the template of each test's."""
+    template = f"sit_template_{os.getpid()}"
+    migrate(postgres.create(template))
+    yield template
+    postgres.drop(template)
+
+
+@pytest.fixture
+def postgres_db(
+    request: pytest.FixtureRequest, postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """A migrated PostgreSQL database of the test's own, named by SIT_SQLALCHEMY_DATABASE_URI
+    for the app and every process the test starts. Tests of what only PostgreSQL does ask for
+    it before `instance`, and so run on PostgreSQL in the SQLite run too."""
+    template = request.getfixturevalue("postgres_template")
+    name = f"sit_test_{os.getpid()}_{next(_databases)}"
+    url = postgres.create(name, template=template)
+    monkeypatch.setenv("SIT_SQLALCHEMY_DATABASE_URI", url)
+    yield url
+    postgres.drop(name)
 
 
 @pytest.fixture
 def instance(
-    tmp_path: Path, migrated_db: str, postgres: Postgres, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Path]:
-    """An instance folder of its own, and a migrated database of its own (in the folder, or on
-    the PostgreSQL server, named by SIT_SQLALCHEMY_DATABASE_URI for every process a test starts)."""
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """An instance folder of its own, and a migrated database of its own: in the folder, or on
+    the PostgreSQL server on the PostgreSQL run."""
     folder = tmp_path / "instance"
     folder.mkdir()
     monkeypatch.setenv("SIT_INSTANCE_PATH", str(folder))
-    if not POSTGRES:
-        shutil.copy(migrated_db, folder / "sit.db")
-        yield folder
-        return
-    name = f"sit_test_{os.getpid()}_{next(_databases)}"
-    monkeypatch.setenv("SIT_SQLALCHEMY_DATABASE_URI", postgres.create(name, template=migrated_db))
-    yield folder
-    postgres.drop(name)
+    if POSTGRES:
+        request.getfixturevalue("postgres_db")
+    else:
+        shutil.copy(request.getfixturevalue("sqlite_template"), folder / "sit.db")
+    return folder
 
 
 @pytest.fixture
@@ -198,16 +212,19 @@ def free_port() -> int:
 
 def flask_cli(instance: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run `flask ...` in a subprocess against an instance folder, as a user would."""
-    environ = os.environ | {"SIT_INSTANCE_PATH": str(instance), "FLASK_APP": "sit"} | env
     return subprocess.run(
-        [str(BIN / "flask"), *args],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
+        **flask_command(instance, *args, **env), capture_output=True, text=True, timeout=120
     )
+
+
+def flask_command(instance: Path, *args: str, **env: str) -> dict[str, Any]:
+    """`subprocess` arguments that run `flask ...` against an instance folder."""
+    return {
+        "args": [str(BIN / "flask"), *args],
+        "cwd": ROOT,
+        "env": os.environ | {"SIT_INSTANCE_PATH": str(instance), "FLASK_APP": "sit"} | env,
+        "stdin": subprocess.DEVNULL,
+    }
 
 
 @dataclass

@@ -1,18 +1,20 @@
 """`flask sit ...`: what each command does; bad input is one line on stderr, never a traceback."""
 
 import re
+import subprocess
 from datetime import timedelta
+from subprocess import PIPE
 
 import click
 import pytest
 import sqlalchemy as sa
-from conftest import PASSWORD, bearer, flask_cli
+from conftest import PASSWORD, bearer, flask_cli, flask_command, wait_until
+from sqlalchemy.pool import NullPool
 
 from sit import clock, demo, scheduler
 from sit.cli import create_first_user, create_user
 from sit.extensions import db
 from sit.models import Email, Issue, User
-from sit.scheduler import FileLock
 
 
 def count(model):
@@ -161,6 +163,24 @@ def test_first_user_passwords_are_random(app):
     first = create_first_user()
     db.session.execute(sa.delete(User))
     assert create_first_user() != first
+
+
+def test_first_user_on_hosts_started_at_once_makes_one_admin(postgres_db, instance, app):
+    other_host = sa.create_engine(postgres_db, poolclass=NullPool)
+    waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
+    try:
+        with other_host.connect() as connection:
+            admin = {"username": "admin", "email": "admin@localhost", "password_hash": "-"}
+            connection.execute(sa.insert(User).values(admin))  # not committed yet
+            command = flask_command(instance, "sit", "first-user")
+            with subprocess.Popen(**command, stdout=PIPE, stderr=PIPE, text=True) as this_host:
+                wait_until(lambda: connection.scalar(sa.text(waiting)), 30, "the insert to wait")
+                connection.commit()
+                out, err = this_host.communicate(timeout=60)
+        assert (this_host.returncode, out, err) == (0, "", "")
+        assert usernames() == {"admin"}
+    finally:
+        other_host.dispose()
 
 
 # create-token
@@ -449,10 +469,10 @@ def test_send_digest_without_a_server_sends_one_digest_per_user_with_issues(
 
 
 def test_send_digest_while_a_server_holds_the_lock_hands_the_run_to_it(
-    runner, instance, mail_to_sink, new_issue
+    app, runner, mail_to_sink, new_issue
 ):
     new_issue()
-    server = FileLock(instance / "scheduler.lock")
+    server = scheduler.runner_lock(app)
     assert server.acquire(blocking=False)
     try:
         result = runner.invoke(args=["sit", "send-digest"])

@@ -6,10 +6,12 @@ Delays are seconds, set through the same `SIT_*` keys users set; every wait has 
 import os
 import re
 import signal
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,16 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import Server, SmtpSink, bearer, flask_cli, gunicorn, outbox, wait_until
+from conftest import (
+    RUNNER_LINE,
+    Server,
+    SmtpSink,
+    bearer,
+    flask_cli,
+    gunicorn,
+    outbox,
+    wait_until,
+)
 
 from sit.cli import create_user
 from sit.clock import utcnow
@@ -90,18 +101,20 @@ def wait_for_mail(smtp: SmtpSink, count: int, timeout: float = 30) -> None:
     wait_until(settled, timeout, "the outbox to settle")
 
 
-def test_assignment_emails_arrive_once_on_time_and_superseded_ones_never(instance, smtp, users):
-    alice, bob, carol, dave = users
-    assignees = [bob, carol, dave]
-    with serve(instance, smtp) as server, ThreadPoolExecutor(8) as pool:
-        created = list(
-            pool.map(
-                lambda i: call(
-                    server, alice, "POST", "/api/", title=f"#{i}", assigned_to=assignees[i % 3].id
-                ),
-                range(24),
-            )
-        )
+def assign_and_reassign(servers: list[Server], users: list[Account]) -> Counter[tuple[str, str]]:
+    """Create 24 issues, then reassign, unassign, delete, edit and replace some of them, the
+    requests spread over `servers` in turn; returns the assignment emails due: (issue_id, to)."""
+    alice, *assignees = users
+    pick = dict(enumerate(servers * 24))
+
+    def create(i: int) -> dict[str, Any]:
+        return call(pick[i], alice, "POST", "/api/", title=f"#{i}", assigned_to=assignees[i % 3].id)
+
+    def change(i: int, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        return call(pick[i + 1], alice, method, f"/api/{created[i]['id']}/", **body)
+
+    with ThreadPoolExecutor(8) as pool:
+        created = list(pool.map(create, range(24)))
         expected = Counter(
             (issue["issue_id"], assignees[i % 3].email) for i, issue in enumerate(created)
         )
@@ -116,19 +129,26 @@ def test_assignment_emails_arrive_once_on_time_and_superseded_ones_never(instanc
             expected.pop((created[i]["issue_id"], assignees[i % 3].email))
             if body.get("assigned_to"):
                 expected[(created[i]["issue_id"], assignees[(i + 1) % 3].email)] += 1
-        list(
-            pool.map(
-                lambda c: call(server, alice, c[1], f"/api/{created[c[0]]['id']}/", **c[2]), changes
-            )
-        )
-        wait_for_mail(smtp, sum(expected.values()))
+        list(pool.map(lambda c: change(*c), changes))
+    return expected
 
+
+def assert_sent_once_on_time(smtp: SmtpSink, expected: Counter[tuple[str, str]]) -> None:
+    """Exactly the expected assignment emails arrived, once each, none early, p99 ≤ 1 s late;
+    the superseded ones (7 in `assign_and_reassign`) were cancelled."""
+    wait_for_mail(smtp, sum(expected.values()))
     assert assigned(smtp) == expected
     late = lateness(smtp)
     assert min(late) >= 0, "an email arrived before it was due"
     assert p99(late) <= 1.0, sorted(late)
     states = Counter(email.state for email in outbox())
     assert states == {"sent": sum(expected.values()), "cancelled": 7}
+
+
+def test_assignment_emails_arrive_once_on_time_and_superseded_ones_never(instance, smtp, users):
+    with serve(instance, smtp) as server:
+        expected = assign_and_reassign([server], users)
+        assert_sent_once_on_time(smtp, expected)
 
 
 def test_a_lone_assignment_on_a_quiet_server_is_on_time(instance, smtp, users):
@@ -149,7 +169,8 @@ def digest_runs() -> Counter[tuple[Any, str]]:
     return Counter((e.created_at, e.to_address) for e in outbox() if e.kind == "digest")
 
 
-def test_digests_one_per_user_with_issues_per_interval_over_four_workers(instance, smtp, users):
+def give_digests_to(users: list[Account]) -> None:
+    """Issues for alice's digest (one closed, two open) and bob's (one); none for carol."""
     alice, bob, carol, _ = users
     for title, status, assignee in [
         ("closed", "C", alice),
@@ -161,12 +182,16 @@ def test_digests_one_per_user_with_issues_per_interval_over_four_workers(instanc
             Issue(title=title, status=status, assigned_to_id=assignee.id, created_by_id=carol.id)
         )
         db.session.commit()  # one by one: created_at orders them
-    with serve(instance, smtp, SIT_DIGEST_INTERVAL="2s"):
-        wait_until(lambda: len(smtp.to(alice.email)) >= 3, 30, "three digests for alice")
+
+
+def assert_digest_runs(smtp: SmtpSink, users: list[Account], interval: float) -> None:
+    """Three runs at least, `interval` apart, each one digest for alice and one for bob."""
+    alice, bob, carol, _ = users
+    wait_until(lambda: len(smtp.to(alice.email)) >= 3, 30, "three digests for alice")
     runs = digest_runs()
     assert set(runs.values()) == {1}, "a user got two digests in one run"
     times = sorted({run for run, _ in runs})
-    assert all((b - a).total_seconds() >= 1.9 for a, b in pairwise(times)), times
+    assert all((b - a).total_seconds() >= interval - 0.1 for a, b in pairwise(times)), times
     assert {to for _, to in runs} == {alice.email, bob.email}
     assert smtp.to(carol.email) == []
     assert len(smtp.received) == len({r.message["Message-ID"] for r in smtp.received})
@@ -174,6 +199,12 @@ def test_digests_one_per_user_with_issues_per_interval_over_four_workers(instanc
     assert digest.subject == "Your SIT digest: 3 issues assigned to you"
     text = digest.part("plain")
     assert text.index("newer open") < text.index("older open") < text.index("closed")
+
+
+def test_digests_one_per_user_with_issues_per_interval_over_four_workers(instance, smtp, users):
+    give_digests_to(users)
+    with serve(instance, smtp, SIT_DIGEST_INTERVAL="2s"):
+        assert_digest_runs(smtp, users, 2)
 
 
 def test_send_digest_hands_the_run_to_the_running_server(instance, smtp, users):
@@ -262,3 +293,115 @@ def test_a_digest_of_many_users_goes_over_one_smtp_connection(instance, smtp, ap
     assert len(smtp.received) == recipients
     assert len({r.peer for r in smtp.received}) == 1
     assert len({r.to[0] for r in smtp.received}) == recipients
+
+
+# Several hosts: gunicorn masters of 2 workers each, sharing one PostgreSQL database and nothing
+# on disk (each host its own instance folder and temp dir). These run on PostgreSQL in the SQLite
+# run too: `hosts` asks for `postgres_db` before `users` builds the app.
+
+SECRET_KEY = "the SECRET_KEY every host shares"
+
+
+@pytest.fixture
+def hosts(postgres_db: str, tmp_path: Path, smtp: SmtpSink, monkeypatch: pytest.MonkeyPatch):
+    """`hosts(name, **env)`: serve SIT as host `name` (again, after a kill, with the same name)."""
+    monkeypatch.setenv("SIT_SECRET_KEY", SECRET_KEY)  # the hosts' and this test's tokens
+
+    def host(name: str, **env: str) -> AbstractContextManager[Server]:
+        home = tmp_path / "hosts" / name
+        (home / "tmp").mkdir(parents=True, exist_ok=True)
+        (home / "instance").mkdir(exist_ok=True)
+        settings = {"SIT_ASSIGNMENT_EMAIL_DELAY": f"{DELAY}s", "TMPDIR": str(home / "tmp")}
+        return gunicorn(home / "instance", 2, **smtp.env, **settings | env)
+
+    return host
+
+
+def runs_jobs(server: Server) -> bool:
+    """Whether one of the server's live workers said it runs the jobs."""
+    found = RUNNER_LINE.findall(server.log.read_text())
+    return bool(found) and int(found[-1]) in server.workers()
+
+
+def the_runner(*servers: Server) -> Server:
+    """The one server, of several sharing a database, whose worker runs the jobs."""
+    runners = wait_until(lambda: [s for s in servers if runs_jobs(s)], 10, "a runner")
+    assert len(runners) == 1, "two hosts run jobs"
+    return runners[0]
+
+
+def test_two_hosts_send_each_email_once_and_superseded_ones_never(hosts, smtp, users):
+    with hosts("a") as a, hosts("b") as b:
+        the_runner(a, b)
+        expected = assign_and_reassign([a, b], users)
+        assert_sent_once_on_time(smtp, expected)
+        the_runner(a, b)
+
+
+def test_an_email_due_at_once_is_sent_within_a_second_by_the_runner_on_another_host(
+    hosts, smtp, users
+):
+    alice, bob, *_ = users
+    now = {"SIT_ASSIGNMENT_EMAIL_DELAY": "0s"}
+    with hosts("a", **now) as a, hosts("b", **now) as b:
+        elsewhere = b if the_runner(a, b) is a else a
+        for count in range(1, 11):  # each job is due as it is stored: no time to notice it early
+            create_assigned(elsewhere, alice, bob, 1)
+            wait_for_mail(smtp, count)
+    late = lateness(smtp)
+    assert min(late) >= 0
+    assert p99(late) <= 1.0, sorted(late)
+
+
+def test_two_hosts_send_one_digest_per_user_per_interval(hosts, smtp, users):
+    give_digests_to(users)
+    with hosts("a", SIT_DIGEST_INTERVAL="2s") as a, hosts("b", SIT_DIGEST_INTERVAL="2s") as b:
+        assert_digest_runs(smtp, users, 2)
+        the_runner(a, b)
+
+
+def test_the_survivor_of_a_killed_host_sends_every_pending_email_once(hosts, smtp, users):
+    alice, bob, *_ = users
+    expected: Counter[tuple[str, str]] = Counter()
+
+    def kill_with_emails_pending(victim: Server, survivor: Server) -> None:
+        for server in (victim, survivor, victim, survivor):
+            for issue_id in create_assigned(server, alice, bob, 2):
+                expected[(issue_id, bob.email)] += 1
+        assert any(email.state == "pending" for email in outbox())
+        victim.kill()
+        killed = time.monotonic()
+        wait_until(lambda: runs_jobs(survivor), 5, "the survivor to take over")
+        print(f"{survivor.log.parent.parent.name} took over in {time.monotonic() - killed:.3f} s")
+        wait_for_mail(smtp, sum(expected.values()))
+        for issue_id in create_assigned(survivor, alice, bob, 1):  # and it keeps serving
+            expected[(issue_id, bob.email)] += 1
+        wait_for_mail(smtp, sum(expected.values()))
+
+    with hosts("a") as a, hosts("b") as b:
+        first = the_runner(a, b)
+        second = b if first is a else a
+        kill_with_emails_pending(first, second)
+        with hosts("a" if first is a else "b") as back:
+            kill_with_emails_pending(second, back)
+
+    assert assigned(smtp) == expected
+    late = lateness(smtp)
+    assert min(late) >= 0
+    assert max(late) <= 5.0, sorted(late)
+
+
+def test_a_host_with_the_scheduler_disabled_never_runs_jobs(hosts, smtp, users):
+    alice, bob, *_ = users
+    with hosts("a") as a, hosts("b", SIT_SCHEDULER_ENABLED="false") as b:
+        assert the_runner(a, b) is a
+        issue_ids = create_assigned(b, alice, bob, 2)
+        a.kill()
+        last_due = max(email.due_at for email in outbox())
+        wait_until(lambda: utcnow() > last_due + timedelta(seconds=2), 10, "the emails to be due")
+        assert smtp.received == []
+        assert not runs_jobs(b)
+        create_assigned(b, alice, bob, 1)  # b serves on
+        with hosts("a"):
+            wait_for_mail(smtp, 3)
+    assert set(assigned(smtp)) >= {(issue_id, bob.email) for issue_id in issue_ids}

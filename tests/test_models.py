@@ -1,10 +1,16 @@
 """The models and the migrations that build their tables."""
 
+import os
+import subprocess
+
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from conftest import ROOT, flask_command, wait_until
+from sqlalchemy.pool import NullPool
 from werkzeug.exceptions import NotFound
 
 from sit.extensions import db
@@ -19,6 +25,29 @@ def test_migrations_build_exactly_the_models_and_the_job_stores_tables(app):
     with db.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), expected)
     assert differences == []
+
+
+MIGRATION_LOCK = 0x5118  # the key migrations/env.py locks on PostgreSQL
+HEAD = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
+
+
+def test_hosts_migrating_at_once_on_postgresql_take_turns(postgres, tmp_path):
+    url = postgres.create(f"sit_migrate_{os.getpid()}")
+    database = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    try:
+        with database.connect() as holder:
+            holder.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            command = flask_command(tmp_path, "db", "upgrade", SIT_SQLALCHEMY_DATABASE_URI=url)
+            hosts = [subprocess.Popen(**command, stderr=subprocess.PIPE) for _ in range(2)]
+            wait_until(lambda: holder.scalar(sa.text(waiting)) == 2, 30, "both to wait their turn")
+        errors = [host.communicate(timeout=60)[1] for host in hosts]
+        assert [host.returncode for host in hosts] == [0, 0], errors
+        with database.connect() as connection:
+            assert connection.scalar(sa.text("SELECT version_num FROM alembic_version")) == HEAD
+    finally:
+        database.dispose()
+        postgres.drop(f"sit_migrate_{os.getpid()}")
 
 
 def test_password_is_hashed_with_scrypt_and_a_new_one_revokes_tokens(alice):

@@ -9,38 +9,61 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from apscheduler.schedulers.base import STATE_RUNNING
 from conftest import wait_until
 
 from sit import scheduler
 from sit.extensions import db
-from sit.scheduler import FileLock
+from sit.scheduler import AdvisoryLock, FileLock, RunnerLock
 
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from sit.scheduler import FileLock
-lock = FileLock(Path(sys.argv[1]))  # kept: the lock lives as long as its file
+import sqlalchemy as sa
+from sit.scheduler import AdvisoryLock, FileLock
+kind, where = sys.argv[1:]
+lock = FileLock(Path(where)) if kind == "file" else AdvisoryLock(sa.make_url(where))
 lock.acquire()
 print("held", flush=True)
 time.sleep(60)
 """
 
 
-def test_the_file_lock_has_one_holder_and_passes_on_when_it_is_killed(tmp_path):
-    path = tmp_path / "scheduler.lock"
-    command = [sys.executable, "-c", HOLD_LOCK, str(path)]
+def make_lock(kind: str, where: str) -> RunnerLock:
+    return FileLock(Path(where)) if kind == "file" else AdvisoryLock(sa.make_url(where))
+
+
+@pytest.fixture(params=["file", "advisory"])
+def lock_at(request, tmp_path) -> tuple[str, str]:
+    """A runner lock's kind and place: a file, or a PostgreSQL database."""
+    if request.param == "file":
+        return "file", str(tmp_path / "scheduler.lock")
+    return "advisory", request.getfixturevalue("postgres_db")
+
+
+def held_elsewhere(lock: RunnerLock) -> bool:
+    """Whether another process (or, for the advisory lock, another connection) holds `lock`."""
+    if lock.acquire(blocking=False):
+        lock.release()
+        return False
+    return True
+
+
+def test_a_runner_lock_has_one_holder_and_passes_on_when_it_is_killed(lock_at):
+    command = [sys.executable, "-c", HOLD_LOCK, *lock_at]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as holder:
         assert holder.stdout.readline() == "held\n"
-        assert FileLock(path).acquire(blocking=False) is False
-        waiting = FileLock(path)
+        assert held_elsewhere(make_lock(*lock_at))
+        waiting = make_lock(*lock_at)
         taken = threading.Event()
         threading.Thread(target=lambda: waiting.acquire() and taken.set(), daemon=True).start()
         assert not taken.wait(0.2), "two holders at once"
         holder.send_signal(signal.SIGKILL)
         assert taken.wait(5), "the lock was not passed on when its holder died"
-        assert FileLock(path).acquire(blocking=False) is False
+        assert waiting.held()
+        assert held_elsewhere(make_lock(*lock_at))
         waiting.release()
-        assert not held_elsewhere(path)
+        assert not held_elsewhere(make_lock(*lock_at))
 
 
 def digest_job_next_run() -> datetime:
@@ -84,22 +107,36 @@ def test_a_process_that_does_not_run_jobs_still_stores_them(client, as_alice, bo
     assert scheduler.get().aps.state == 2  # STATE_PAUSED: written to the store, never run
 
 
-def held_elsewhere(path: Path) -> bool:
-    lock = FileLock(path)
-    if lock.acquire(blocking=False):
-        lock.release()
-        return False
-    return True
-
-
 @pytest.mark.parametrize("enabled", [True, False])
 def test_only_an_enabled_process_stands_by_for_the_runner_lock(app, enabled):
     app.config["SCHEDULER_ENABLED"] = enabled
     runner = scheduler.get()
     runner.stand_by()
+    other = scheduler.runner_lock(app)
     if enabled:
-        wait_until(lambda: held_elsewhere(runner.lock.path), 5, "the runner to take the lock")
+        wait_until(lambda: held_elsewhere(other), 5, "the runner to take the lock")
         wait_until(lambda: "digest" in stored_job_ids(), 5, "the runner to add the digest job")
     else:
-        assert not held_elsewhere(runner.lock.path)
+        assert not held_elsewhere(other)
         assert "digest" not in stored_job_ids()
+
+
+def advisory_lock_holders() -> list[int]:
+    """The server process ids of the sessions holding an advisory lock in this database."""
+    db.session.rollback()
+    query = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    return list(db.session.scalars(sa.text(query)))
+
+
+def test_a_runner_whose_lock_connection_is_cut_steps_down_and_stands_by_again(
+    postgres_db, app, caplog
+):
+    runner = scheduler.get()
+    runner.stand_by()
+    [first] = wait_until(advisory_lock_holders, 5, "the runner to take the lock")
+    db.session.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+    wait_until(lambda: "no longer runs SIT's jobs" in caplog.text, 5, "the runner to step down")
+    [second] = wait_until(advisory_lock_holders, 5, "the runner to take the lock again")
+    assert second != first
+    wait_until(lambda: runner.aps.state == STATE_RUNNING, 5, "the runner to run jobs again")
+    assert runner.aps.get_job("sweep", jobstore="local") is not None
