@@ -64,6 +64,13 @@ class Postgres:
             connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def waiting_on(connection: sa.Connection) -> list[int]:
+    """The server processes waiting for a lock the connection's session holds."""
+    query = """SELECT pid FROM pg_locks
+        WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))"""
+    return list(connection.scalars(sa.text(query)))
+
+
 def migrate(uri: str) -> None:
     app = create_app({"SQLALCHEMY_DATABASE_URI": uri, "SECRET_KEY": "x"})
     with app.app_context():

@@ -1,6 +1,8 @@
 """Access tokens, the `/get-token/` endpoint and the login throttle."""
 
 import base64
+import statistics
+import time
 from datetime import timedelta
 
 import pytest
@@ -10,6 +12,7 @@ from itsdangerous import URLSafeSerializer
 
 from sit import clock
 from sit.auth import THROTTLE_LIMIT, TOKEN_SALT, issue_token
+from sit.cli import create_user
 from sit.extensions import db
 from sit.models import LoginFailure
 
@@ -227,3 +230,31 @@ def test_overlong_username_is_400(client):
     response = client.post("/get-token/", json={"username": "u" * 151, "password": "x"})
     assert response.status_code == 400
     assert "username" in response.json["errors"]
+
+
+def login_seconds(client, username, password="wrong password"):
+    start = time.perf_counter()
+    response = client.post("/get-token/", json={"username": username, "password": password})
+    assert response.status_code == 401
+    return time.perf_counter() - start
+
+
+def test_login_time_does_not_reveal_whether_a_username_exists(client, app):
+    known = [create_user(f"known{n}", f"k{n}@example.com", PASSWORD).username for n in range(4)]
+    existing, unknown = [], []
+    for attempt in range(20):  # interleaved, under the throttle's limit for each username
+        existing.append(login_seconds(client, known[attempt % 4]))
+        unknown.append(login_seconds(client, f"nobody{attempt}"))
+    ratio = statistics.median(unknown) / statistics.median(existing)
+    assert 0.67 < ratio < 1.5, (statistics.median(unknown), statistics.median(existing))
+
+
+def test_a_token_signed_with_another_secret_key_is_refused(client, app, alice):
+    app.config["SECRET_KEY"] = "the key of another installation"
+    token = issue_token(alice, 3600)
+    app.config["SECRET_KEY"] = "this installation's key"
+    response = client.get("/api/", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert "malformed" in response.json["detail"]
+    app.config["SECRET_KEY"] = "the key of another installation"
+    assert client.get("/api/", headers={"Authorization": f"Bearer {token}"}).status_code == 200

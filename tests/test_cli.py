@@ -3,12 +3,13 @@
 import re
 import subprocess
 from datetime import timedelta
+from functools import partial
 from subprocess import PIPE
 
 import click
 import pytest
 import sqlalchemy as sa
-from conftest import PASSWORD, bearer, flask_cli, flask_command, wait_until
+from conftest import PASSWORD, bearer, flask_cli, flask_command, wait_until, waiting_on
 from sqlalchemy.pool import NullPool
 
 from sit import clock, demo, scheduler
@@ -167,14 +168,13 @@ def test_first_user_passwords_are_random(app):
 
 def test_first_user_on_hosts_started_at_once_makes_one_admin(postgres_db, instance, app):
     other_host = sa.create_engine(postgres_db, poolclass=NullPool)
-    waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
     try:
         with other_host.connect() as connection:
             admin = {"username": "admin", "email": "admin@localhost", "password_hash": "-"}
             connection.execute(sa.insert(User).values(admin))  # not committed yet
             command = flask_command(instance, "sit", "first-user")
             with subprocess.Popen(**command, stdout=PIPE, stderr=PIPE, text=True) as this_host:
-                wait_until(lambda: connection.scalar(sa.text(waiting)), 30, "the insert to wait")
+                wait_until(partial(waiting_on, connection), 30, "the insert to wait")
                 connection.commit()
                 out, err = this_host.communicate(timeout=60)
         assert (this_host.returncode, out, err) == (0, "", "")

@@ -130,6 +130,26 @@ def test_parallel_guesses_cannot_slip_under_the_throttle(instance: Path) -> None
     assert statuses == {401: THROTTLE_LIMIT, 429: 3 * THROTTLE_LIMIT}
 
 
+def test_tokens_never_reach_the_server_log(instance: Path) -> None:
+    cli_create_user(instance, "alice")
+    with gunicorn(instance, workers=2) as server:
+        token = login(server.url, "alice").json()["token"]
+        tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+        for scheme, sent in [("Bearer", token), ("Token", token), ("Bearer", tampered)]:
+            headers = {"Authorization": f"{scheme} {sent}"} | CLOSE
+            for path in ("/api/", "/api/1/", "/api/users/me/", "/nowhere"):
+                requests.get(server.url + path, headers=headers, timeout=10)
+            requests.post(server.url + "/api/", json={"title": 1}, headers=headers, timeout=10)
+        revoked = flask_cli(instance, "sit", "revoke-tokens", "alice")
+        assert revoked.returncode == 0, revoked.stderr
+        answer = requests.get(f"{server.url}/api/", headers=headers, timeout=10)
+        assert answer.status_code == 401
+    log = (instance / "gunicorn.log").read_text()
+    assert log.count('"GET /api/users/me/') == 3, log  # the requests were logged
+    signature = token.rsplit(".", 1)[-1]
+    assert token not in log and signature not in log and tampered not in log
+
+
 def test_workers_share_the_secret_key_generated_at_first_start(instance: Path) -> None:
     """gunicorn.conf.py's config check creates the key in the master, before any worker forks."""
     cli_create_user(instance, "alice", SIT_SECRET_KEY="only-for-this-command")

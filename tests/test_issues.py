@@ -420,3 +420,39 @@ def test_bad_list_parameters_are_400_naming_them(client, as_alice, query):
     response = client.get(f"/api/?{query}", headers=as_alice)
     assert response.status_code == 400
     assert query.split("=")[0] in response.json["errors"]
+
+
+INJECTIONS = ["'; DROP TABLE issues; --", "alice' OR '1'='1", '" OR ""="', "1; DELETE FROM users"]
+
+
+@pytest.mark.parametrize("injection", INJECTIONS)
+@pytest.mark.parametrize("parameter", ["q", "created_by", "assigned_to", "status", "sort"])
+def test_sql_in_search_and_filters_is_only_ever_a_value(
+    client, as_alice, listing, parameter, injection
+):
+    before = snapshot()
+    response = client.get("/api/", query_string={parameter: injection}, headers=as_alice)
+    if parameter in ("assigned_to", "status", "sort"):  # typed: refused as a value
+        assert response.status_code == 400
+        assert parameter in response.json["errors"]
+    else:  # free text: matched literally, and nothing matches
+        assert ids(response) == []
+    assert snapshot() == before
+
+
+def test_a_title_full_of_sql_is_found_literally(client, as_alice, listing):
+    made = client.post("/api/", json={"title": INJECTIONS[0]}, headers=as_alice).json
+    response = client.get("/api/", query_string={"q": INJECTIONS[0]}, headers=as_alice)
+    assert ids(response) == [made["id"]]
+    assert count_issues() == len(listing) + 1
+
+
+def test_links_use_public_url_never_the_host_header(client, as_alice, listing):
+    evil = as_alice | {"Host": "evil.example", "X-Forwarded-Host": "evil.example"}
+    created = client.post("/api/", json={"title": "t"}, headers=evil)
+    assert created.headers["Location"] == f"http://sit.test/api/{created.json['id']}/"
+    assert created.json["url"] == created.headers["Location"]
+    listed = client.get("/api/?per_page=1", headers=evil)
+    assert all(issue["url"].startswith("http://sit.test/") for issue in listed.json)
+    assert "evil" not in listed.headers["Link"]
+    assert listed.headers["Link"].count("<http://sit.test/api/?") == 3  # first, next, last

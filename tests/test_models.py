@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from conftest import ROOT, flask_command, wait_until
+from conftest import ROOT, flask_command, wait_until, waiting_on
 from sqlalchemy.pool import NullPool
 from werkzeug.exceptions import NotFound
 
@@ -34,18 +34,25 @@ HEAD = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
 def test_hosts_migrating_at_once_on_postgresql_take_turns(postgres, tmp_path):
     url = postgres.create(f"sit_migrate_{os.getpid()}")
     database = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    command = flask_command(tmp_path, "db", "upgrade", SIT_SQLALCHEMY_DATABASE_URI=url)
+    hosts: list[subprocess.Popen[bytes]] = []
     try:
         with database.connect() as holder:
             holder.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
-            command = flask_command(tmp_path, "db", "upgrade", SIT_SQLALCHEMY_DATABASE_URI=url)
-            hosts = [subprocess.Popen(**command, stderr=subprocess.PIPE) for _ in range(2)]
-            wait_until(lambda: holder.scalar(sa.text(waiting)) == 2, 30, "both to wait their turn")
+            hosts += [subprocess.Popen(**command, stderr=subprocess.PIPE) for _ in range(2)]
+            wait_until(
+                lambda: len(set(waiting_on(holder))) == 2,
+                30,
+                "both to wait their turn",
+            )
         errors = [host.communicate(timeout=60)[1] for host in hosts]
         assert [host.returncode for host in hosts] == [0, 0], errors
         with database.connect() as connection:
             assert connection.scalar(sa.text("SELECT version_num FROM alembic_version")) == HEAD
     finally:
+        for host in hosts:
+            host.kill()
+            host.communicate()
         database.dispose()
         postgres.drop(f"sit_migrate_{os.getpid()}")
 

@@ -124,7 +124,8 @@ def test_only_an_enabled_process_stands_by_for_the_runner_lock(app, enabled):
 def advisory_lock_holders() -> list[int]:
     """The server process ids of the sessions holding an advisory lock in this database."""
     db.session.rollback()
-    query = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    query = """SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"""
     return list(db.session.scalars(sa.text(query)))
 
 
