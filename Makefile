@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Debian's chromium, for the browser test of /docs (never Playwright's own download).
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: run test lint format clean
 
@@ -10,7 +12,7 @@ run: $(VENV)/.installed
 	$(BIN)/flask sit first-user
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev $(CHROMIUM)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
@@ -30,6 +32,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
 	touch $@
+
+$(CHROMIUM):
+	apt-get update && apt-get install -y --no-install-recommends chromium
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -7,7 +7,7 @@ from typing import Any
 
 from apiflask import APIFlask
 
-from sit import auth, cli, config, docs, errors, health, issues, scheduler, sqlite, users
+from sit import auth, cli, config, docs, errors, health, issues, scheduler, security, sqlite, users
 from sit.extensions import db, migrate
 from sit.extensions import mail as flask_mail  # not to shadow the module sit.mail
 from sit.schemas import Request, check_body_type
@@ -50,6 +50,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
 
     errors.init_app(app)
     docs.init_app(app)
+    security.init_app(app)
     app.before_request(check_body_type)
 
     app.register_blueprint(auth.bp)

@@ -143,6 +143,18 @@ def app(instance: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
+def boom(instance: Path) -> Any:
+    """The answer of an app (not in TESTING mode) whose view raises an unhandled exception."""
+    app = create_app()
+
+    @app.get("/boom")
+    def explode() -> None:
+        raise RuntimeError("secret internals")
+
+    return app.test_client().get("/boom")
+
+
+@pytest.fixture
 def client(app: Any) -> Any:
     return app.test_client()
 
@@ -276,8 +288,10 @@ RUNNER_LINE = re.compile(r"process (\d+) now runs SIT's jobs")
 def gunicorn(
     instance: Path, workers: int = 4, log: str = "gunicorn.log", **env: str
 ) -> Iterator[Server]:
-    """Serve SIT with real gunicorn and `workers` workers, on the instance folder's database."""
+    """Serve SIT with real gunicorn and `workers` workers, on the instance folder's database;
+    its links (PUBLIC_URL) name the server's own address unless `env` says otherwise."""
     port = free_port()
+    env = {"SIT_PUBLIC_URL": f"http://127.0.0.1:{port}"} | env
     log_path = instance / log
     log_file = log_path.open("a")
     process = subprocess.Popen(

@@ -14,17 +14,10 @@ def test_unknown_path_is_a_problem(client):
     assert response.json["title"] == "Not Found"
 
 
-def test_unhandled_exception_is_500_without_a_trace(instance):
-    app = create_app()
-
-    @app.get("/boom")
-    def boom():
-        raise RuntimeError("secret internals")
-
-    response = app.test_client().get("/boom")
-    assert response.status_code == 500
-    assert response.mimetype == "application/problem+json"
-    body = response.get_data(as_text=True)
+def test_unhandled_exception_is_500_without_a_trace(boom):
+    assert boom.status_code == 500
+    assert boom.mimetype == "application/problem+json"
+    body = boom.get_data(as_text=True)
     assert "secret internals" not in body and "Traceback" not in body
 
 
