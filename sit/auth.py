@@ -132,7 +132,7 @@ def log_in(username: str, password: str) -> User:
 def credentials(body: Credentials) -> tuple[str, str]:
     """Username and password from the body, else from HTTP Basic.
 
-    :raise 400: either is missing.
+    :raise 400: either is missing, or the username holds a NUL character.
     """
     auth = request.authorization
     basic = auth if auth is not None and auth.type == "basic" else None
@@ -140,9 +140,11 @@ def credentials(body: Credentials) -> tuple[str, str]:
         "username": body.username or (basic.username if basic else None),
         "password": body.password or (basic.password if basic else None),
     }
-    missing = {name: ["required"] for name, value in given.items() if not value}
-    if missing:
-        errors.invalid(missing)
+    problems = {name: ["required"] for name, value in given.items() if not value}
+    if "\x00" in str(given["username"]):  # as the body's is checked, for HTTP Basic's
+        problems["username"] = ["may not contain NUL characters"]
+    if problems:
+        errors.invalid(problems)
     return str(given["username"]), str(given["password"])
 
 

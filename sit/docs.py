@@ -38,21 +38,49 @@ SETTINGS = {
 }
 
 
-def problem_content(spec: dict[str, Any]) -> dict[str, Any]:
-    """Error answers are documented as `application/problem+json`, as they are sent."""
+BODY_ERRORS = {  # sent before any view runs, for every request with a body
+    "413": "The body is over 1 MiB",
+    "415": "The body is neither JSON nor a form",
+}
+ERROR_HEADERS = {
+    "401": {"WWW-Authenticate": ("string", "The scheme to authenticate with")},
+    "429": {"Retry-After": ("integer", "Seconds until a login may be tried again")},
+}
+
+
+def problem(description: str) -> dict[str, Any]:
+    schema = {"$ref": "#/components/schemas/HTTPError"}
+    return {"description": description, "content": {PROBLEM_JSON: {"schema": schema}}}
+
+
+def header(kind: str, description: str) -> dict[str, Any]:
+    return {"required": True, "description": description, "schema": {"type": kind}}
+
+
+def complete(spec: dict[str, Any]) -> dict[str, Any]:
+    """Document what SIT's shared code sends, as it sends it: body errors on every operation
+    with a body, the headers of 401 and 429, and errors as `application/problem+json`."""
     for operations in spec.get("paths", {}).values():
         for operation in operations.values():
-            for status, response in operation.get("responses", {}).items():
+            responses = operation.setdefault("responses", {})
+            if "requestBody" in operation:
+                for status, description in BODY_ERRORS.items():
+                    responses.setdefault(status, problem(description))
+            for status, response in responses.items():
+                headers = ERROR_HEADERS.get(str(status), {})
+                for name, (kind, description) in headers.items():
+                    response.setdefault("headers", {})[name] = header(kind, description)
                 content = response.get("content", {})
                 if str(status) >= "400" and "application/json" in content:
                     content[PROBLEM_JSON] = content.pop("application/json")
+            operation["responses"] = dict(sorted(responses.items()))
     return spec
 
 
 def init_app(app: APIFlask) -> None:
     app.config.update(SETTINGS)
     app.config["SERVERS"] = [{"url": app.config["PUBLIC_URL"]}]  # never the request's Host
-    app.spec_processor(problem_content)
+    app.spec_processor(complete)
     assets = Blueprint(
         "docs_assets",
         __name__,

@@ -11,6 +11,7 @@ from sit.extensions import db, token_auth
 from sit.models import Issue, User, get_or_404
 from sit.pagination import paginate
 from sit.schemas import (
+    CreatedHeaders,
     IssueHeaders,
     IssueIn,
     IssueOut,
@@ -25,7 +26,11 @@ bp = APIBlueprint("issues", __name__, tag="Issues")
 ISSUE = "/api/<int:pk>/"
 CHANGE_ERRORS = {
     403: "Only the issue's creator may change or delete it",
+    409: "Another request changed the issue meanwhile; fetch it and try again",
     412: "If-Match names a version that is no longer current",
+}
+NOT_MODIFIED = {
+    304: {"description": "If-None-Match names the current version", "headers": IssueHeaders}
 }
 SORT_COLUMNS = {"id": Issue.id, "created": Issue.created_at, "updated": Issue.updated_at}
 
@@ -99,7 +104,7 @@ def list_issues(query_data: IssueQuery) -> Any:
 @bp.post("/api/")
 @bp.auth_required(token_auth)
 @bp.input(IssueIn, location="json_or_form")
-@bp.output(IssueOut, status_code=201, headers=IssueHeaders)
+@bp.output(IssueOut, status_code=201, headers=CreatedHeaders)
 def create_issue(json_or_form_data: IssueIn) -> Any:
     """Create an issue; the caller is its creator."""
     fields = json_or_form_data.model_dump()
@@ -114,7 +119,7 @@ def create_issue(json_or_form_data: IssueIn) -> Any:
 @bp.get(ISSUE)
 @bp.auth_required(token_auth)
 @bp.output(IssueOut, headers=IssueHeaders)
-@bp.doc(responses={304: "Not modified: If-None-Match names the current version"})
+@bp.doc(responses=NOT_MODIFIED)
 def get_issue(pk: int) -> Any:
     """Get one issue."""
     return respond(get_or_404(Issue, pk))

@@ -12,7 +12,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from sit.clock import utcnow
 from sit.extensions import db
 
-MAX_ID = 2**63 - 1  # the largest id a 64-bit integer column holds
+MAX_ID = 2**31 - 1  # the largest id an Integer column holds on both databases (int4 on PostgreSQL)
 STATUSES = ("O", "C")
 MAX_RETRY_DELAY_SECONDS = 3600
 

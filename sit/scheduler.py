@@ -189,12 +189,13 @@ class Scheduler:
     def shutdown(self) -> None:
         """Stop, leaving the job table as it is: on its way out APScheduler 3 looks at the due
         jobs once more, and would move or drop those it can no longer run. The stores are not
-        shut down: the job store's engine is the app's, which Flask-SQLAlchemy disposes of."""
+        shut down: the job store's engine is the app's, which Flask-SQLAlchemy disposes of, once
+        the jobs running now are done with it."""
         self.stopped.set()
         if self.aps.running:
             for alias in ("default", "local"):
                 self.aps.remove_jobstore(alias, shutdown=False)
-            self.aps.shutdown(wait=False)
+            self.aps.shutdown(wait=True)
         self.lock.release()
 
     def schedule_email(self, email: Email) -> None:

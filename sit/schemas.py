@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 import flask
 from flask import current_app, request
 from pydantic import (
+    AfterValidator,
     AliasPath,
     BaseModel,
     BeforeValidator,
@@ -17,6 +18,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from sit.models import MAX_ID
@@ -53,8 +55,21 @@ def _user_ref(value: Any) -> Any:
     return None if value == "" else value
 
 
+def _nul_free(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("may not contain NUL characters")
+    return value
+
+
+# PostgreSQL's text columns cannot hold NUL, so no text SIT stores or looks up may contain it.
+NUL_FREE = (AfterValidator(_nul_free), Field(json_schema_extra={"pattern": r"^[^\x00]*$"}))
+
 Status = Annotated[Literal["O", "C"], BeforeValidator(_status)]
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+Text = Annotated[str, *NUL_FREE]
+Title = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), *NUL_FREE
+]
+Line = Annotated[str, StringConstraints(max_length=150), *NUL_FREE]  # a username, words to find
 DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
 UserRef = Annotated[DbId | None, BeforeValidator(_user_ref)]
 Timestamp = Annotated[
@@ -84,18 +99,25 @@ class IssueIn(WritableIssue):
     """A new issue, or every writable field of one (PUT): what is left out takes its default."""
 
     title: Title
-    description: str = ""
+    description: Text = ""
     assigned_to: UserRef = Field(default=None, description="A user's id, or null")
     status: Status = Field(default="O", description="O (open) or C (closed); open/closed too")
 
 
-class IssuePatch(WritableIssue):
-    """Only the fields given change."""
+def _no_defaults(schema: dict[str, Any]) -> None:
+    for field in schema["properties"].values():
+        field.pop("default", None)
 
-    title: Title | None = None
-    description: str | None = None
+
+class IssuePatch(WritableIssue):
+    """Only the fields given change: none has a default, and only `assigned_to` may be null."""
+
+    model_config = ConfigDict(json_schema_extra=_no_defaults)
+
+    title: Title | SkipJsonSchema[None] = None
+    description: Text | SkipJsonSchema[None] = None
     assigned_to: UserRef = Field(default=None, description="A user's id, or null")
-    status: Status | None = Field(default=None, description="O, C, open or closed")
+    status: Status | SkipJsonSchema[None] = Field(default=None, description="O, C, open or closed")
 
     @field_validator("title", "description", "status", mode="before")
     @classmethod
@@ -105,9 +127,13 @@ class IssuePatch(WritableIssue):
         return value
 
 
-class IssueOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+class Output(BaseModel):
+    """An answer, documented as it is sent: by its output names, with computed fields."""
 
+    model_config = ConfigDict(from_attributes=True, json_schema_mode_override="serialization")
+
+
+class IssueOut(Output):
     id: int
     issue_id: str
     title: str
@@ -136,15 +162,13 @@ class IssueQuery(PageQuery):
     assigned_to: Literal["me", "none"] | DbId | None = Field(
         default=None, description="A user's id, `me` or `none`"
     )
-    created_by: str | None = Field(default=None, max_length=150, description="A username or `me`")
-    q: str | None = Field(default=None, max_length=1000, description="Words to find (all of them)")
+    created_by: Line | None = Field(default=None, description="A username or `me`")
+    q: Line | None = Field(default=None, description="Words to find (all of them)")
     sort: Literal["id", "created", "updated"] = "created"
     direction: Literal["asc", "desc"] = "desc"
 
 
-class UserOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
+class UserOut(Output):
     id: int
     username: str
     first_name: str
@@ -158,18 +182,18 @@ class MeOut(UserOut):
 class Credentials(BaseModel):
     """As JSON or a form; HTTP Basic credentials fill in what the body leaves out."""
 
-    username: str | None = Field(default=None, max_length=150)
+    username: Line | None = None
     password: str | None = None
 
 
-class TokenOut(BaseModel):
+class TokenOut(Output):
     token: str
     access_token: str
     token_type: Literal["Bearer"] = "Bearer"
     expires_in: int = Field(description="Seconds until the token expires")
 
 
-class HealthOut(BaseModel):
+class HealthOut(Output):
     status: Literal["ok", "unavailable"]
     database: Literal["ok", "unavailable"]
 
@@ -181,3 +205,7 @@ class PageHeaders(BaseModel):
 
 class IssueHeaders(BaseModel):
     etag: str = Field(alias="ETag", description="Changes whenever the issue changes")
+
+
+class CreatedHeaders(IssueHeaders):
+    location: str = Field(alias="Location", description="The new issue's URL")

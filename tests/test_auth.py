@@ -94,6 +94,20 @@ def test_missing_credentials_are_400_naming_them(client, alice, body, missing):
     assert set(response.json["errors"]) == missing
 
 
+@pytest.mark.parametrize(
+    "send",
+    [
+        lambda c: c.post("/get-token/", json={"username": "alice\x00", "password": PASSWORD}),
+        lambda c: c.post("/get-token/", headers=basic("alice\x00", PASSWORD)),
+    ],
+    ids=["body", "basic"],
+)
+def test_a_username_with_a_nul_character_is_400(client, alice, send):
+    response = send(client)
+    assert response.status_code == 400
+    assert "NUL" in response.json["errors"]["username"][0]
+
+
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
 def test_every_endpoint_needs_a_token(client, method, path):
     response = getattr(client, method)(path)

@@ -65,3 +65,20 @@ def test_docs_page_loads_only_its_own_assets(client):
         assert asset.status_code == 200, url
         assert len(asset.data) > 1000
         asset.close()
+
+
+def test_answers_sent_by_shared_code_are_documented(spec):
+    create = spec["paths"]["/api/"]["post"]["responses"]
+    assert {"ETag", "Location"} <= set(create["201"]["headers"])
+    assert {"413", "415"} <= set(create)
+    assert "WWW-Authenticate" in create["401"]["headers"]
+    assert "Retry-After" in spec["paths"]["/get-token/"]["post"]["responses"]["429"]["headers"]
+    assert "ETag" in spec["paths"]["/api/{pk}/"]["get"]["responses"]["304"]["headers"]
+    assert "409" in spec["paths"]["/api/{pk}/"]["delete"]["responses"]
+
+
+def test_output_shapes_are_documented_as_sent(spec):
+    issue = spec["components"]["schemas"]["IssueOut"]
+    assert {"assigned_to", "created_by", "url"} <= set(issue["required"])
+    patch = spec["components"]["schemas"]["IssuePatch"]["properties"]
+    assert patch["title"]["type"] == "string" and "default" not in patch["title"]
