@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Debian's chromium, for the browser test of /docs (never Playwright's own download).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint format clean
+.PHONY: run test lint format bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/flask db upgrade
@@ -23,6 +23,10 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Measures SIT beside a bare WSGI app and a DRF peer; writes bench/RESULTS.md (about 5 min).
+bench: $(VENV)/.installed-bench
+	$(BIN)/python bench/run.py
+
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -31,6 +35,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
+	touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[bench,postgres]'
 	touch $@
 
 $(CHROMIUM):

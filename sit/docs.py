@@ -57,12 +57,21 @@ def header(kind: str, description: str) -> dict[str, Any]:
     return {"required": True, "description": description, "schema": {"type": kind}}
 
 
+def unavailable() -> dict[str, Any]:
+    """The answer of any operation while the database cannot be reached (`sit.errors`)."""
+    response = problem("The database is unavailable; try again shortly")
+    response["headers"] = {"Retry-After": header("integer", "Seconds to wait before trying again")}
+    return response
+
+
 def complete(spec: dict[str, Any]) -> dict[str, Any]:
     """Document what SIT's shared code sends, as it sends it: body errors on every operation
-    with a body, the headers of 401 and 429, and errors as `application/problem+json`."""
+    with a body, 503 on every operation, the headers of 401 and 429, and errors as
+    `application/problem+json`."""
     for operations in spec.get("paths", {}).values():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
+            responses.setdefault("503", unavailable())
             if "requestBody" in operation:
                 for status, description in BODY_ERRORS.items():
                     responses.setdefault(status, problem(description))

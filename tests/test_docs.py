@@ -75,6 +75,9 @@ def test_answers_sent_by_shared_code_are_documented(spec):
     assert "Retry-After" in spec["paths"]["/get-token/"]["post"]["responses"]["429"]["headers"]
     assert "ETag" in spec["paths"]["/api/{pk}/"]["get"]["responses"]["304"]["headers"]
     assert "409" in spec["paths"]["/api/{pk}/"]["delete"]["responses"]
+    unavailable = spec["paths"]["/api/"]["get"]["responses"]["503"]
+    assert "Retry-After" in unavailable["headers"]
+    assert "application/problem+json" in unavailable["content"]
 
 
 def test_output_shapes_are_documented_as_sent(spec):

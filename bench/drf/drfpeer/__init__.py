@@ -1,0 +1,1 @@
+"""SIT's API as a minimal Django REST Framework project: the peer the benchmark compares to."""

@@ -1,0 +1,86 @@
+"""Issue 6's figures: each measured value beside its goal, met or missed."""
+
+import statistics
+from typing import Any
+
+# (scenario, numerator, denominator, goal): each a median of per-round ratios; None: no goal
+RATIOS = (
+    ("get one", "SIT", "DRF", 2.0),
+    ("get one", "SIT", "bare", 0.22),
+    ("list", "SIT", "bare", 0.15),
+    ("create", "SIT", "DRF", 1.5),
+    ("patch", "SIT", "DRF", 1.5),
+    ("list", "SIT", "DRF", None),
+    ("create", "SIT", "bare", None),
+    ("patch", "SIT", "bare", None),
+)
+RSS_GROWTH = 1.10
+RSS_LIMIT_MIB = 60
+
+
+def row(figure: str, measured: str, goal: str, met: bool | None) -> dict[str, Any]:
+    return {"figure": figure, "measured": measured, "goal": goal, "met": met}
+
+
+def ratio_rows(http: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for scenario, a, b, goal in RATIOS:
+        pairs = zip(http[scenario][a], http[scenario][b], strict=True)
+        value = statistics.median(x["rps"] / y["rps"] for x, y in pairs)
+        rows.append(
+            row(
+                f"{scenario}, req/s, {a} ÷ {b}",
+                f"{value:.2f}",
+                "—" if goal is None else f"≥ {goal}",
+                None if goal is None else value >= goal,
+            )
+        )
+    return rows
+
+
+def goals(data: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = ratio_rows(data["http"])
+    cpu = statistics.median(data["cpu_ms"])
+    rows.append(row("server CPU per GET one", f"{cpu:.2f} ms", "≤ 1.0 ms", cpu <= 1.0))
+    p99 = data["lateness"]["p99_s"]
+    late = data["lateness"]["unsent"] == 0 and p99 is not None and p99 <= 0.5
+    shown = "not sent" if p99 is None else f"{p99:.3f} s"
+    unsent = data["lateness"]["unsent"]
+    shown += f" ({unsent} unsent)" if unsent else ""
+    rate = data["lateness"]["rate"]
+    rows.append(row(f"assignment email lateness p99 at {rate:g} creates/s", shown, "≤ 0.5 s", late))
+    big, small = data["digest"]["runs"]
+    raw = data["digest"]["raw"]
+    if big["users_per_s"] and raw:
+        speed = big["users_per_s"] / raw["per_s"]
+        rows.append(
+            row(
+                f"digest {big['users']:,}/{big['issues']:,}: users/s ÷ raw smtplib msgs/s",
+                f"{speed:.2f} ({big['users_per_s']:.0f} ÷ {raw['per_s']:.0f})",
+                "≥ 0.5",
+                speed >= 0.5,
+            )
+        )
+    else:
+        rows.append(row("digest users/s ÷ raw smtplib", "did not finish", "≥ 0.5", False))
+    growth = big["peak_rss_mib"] / small["peak_rss_mib"]
+    rows.append(
+        row(
+            f"digest peak RSS, {big['users']:,} vs {small['users']:,} users",
+            f"{big['peak_rss_mib']:.0f} vs {small['peak_rss_mib']:.0f} MiB ({growth - 1:+.0%})",
+            "within +10 %",
+            growth <= RSS_GROWTH,
+        )
+    )
+    before, after = sum(data["rss"]["before"]), sum(data["rss"]["after"])
+    worst = max(data["rss"]["after"])
+    rows.append(
+        row(
+            "SIT worker RSS after the HTTP benchmark vs before",
+            f"{after / before - 1:+.0%} (total {before:.0f} → {after:.0f} MiB), "
+            f"largest worker {worst:.0f} MiB",
+            f"within +10 %, ≤ {RSS_LIMIT_MIB} MiB",
+            after / before <= RSS_GROWTH and worst <= RSS_LIMIT_MIB,
+        )
+    )
+    return rows

@@ -1,0 +1,172 @@
+"""`bench/RESULTS.md` and `bench/results.png` from one run's figures."""
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # after choosing the backend
+
+TARGETS = ("SIT", "DRF", "bare")
+COLORS = {"SIT": "#2b6cb0", "DRF": "#c05621", "bare": "#718096"}
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def goal_rows(goals: list[dict[str, Any]]) -> list[str]:
+    rows = ["| figure | measured | goal | |", "|---|---|---|---|"]
+    for goal in goals:
+        verdict = "—" if goal["met"] is None else ("met" if goal["met"] else "**missed**")
+        rows.append(f"| {goal['figure']} | {goal['measured']} | {goal['goal']} | {verdict} |")
+    return rows
+
+
+def http_rows(http: dict[str, dict[str, list[dict[str, float]]]], medians: Any) -> list[str]:
+    rows = [
+        "| scenario | server | req/s (median) | p50 ms | p99 ms | errors | req/s each round |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for scenario, by_target in http.items():
+        for target, runs in by_target.items():
+            m = medians[scenario][target]
+            rounds = ", ".join(f"{run['rps']:,.0f}" for run in runs)
+            errors = sum(run["errors"] for run in runs)
+            rows.append(
+                f"| {scenario} | {target} | {m['rps']:,.0f} | {fmt(m['p50_ms'], 1)} | "
+                f"{fmt(m['p99_ms'], 1)} | {errors} | {rounds} |"
+            )
+    return rows
+
+
+def profile_rows(profile: dict[str, Any]) -> list[str]:
+    if not profile.get("samples"):
+        return ["No samples were taken (py-spy could not attach)."]
+    lines = [
+        f"py-spy (wall-clock samples, 200 Hz) of one of SIT's four workers during an extra "
+        f"GET-one wrk run: {profile['samples']} samples inside request handling, "
+        f"{profile['in_app']:.0%} of them inside the Flask app and the rest in gunicorn "
+        "(reading the request, writing and closing the socket, the access log; on a loaded "
+        "2-core machine that includes waiting for a CPU).",
+        "",
+        "| inside the app, phase of a GET-one request | share of app time |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {share:.0%} |" for name, share in profile["phases"].items()]
+    lines += ["", "| all request samples, by kind of code (innermost) | share |", "|---|---|"]
+    lines += [f"| {name} | {share:.0%} |" for name, share in profile["layers"].items()]
+    lines += ["", "Hottest functions (self time):", ""]
+    lines += [f"- `{frame}` {share:.1%}" for frame, share in profile["hottest"]]
+    return lines
+
+
+def write(data: dict[str, Any], path: Path) -> None:
+    machine, late, digest = data["machine"], data["lateness"], data["digest"]
+    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+    lines = [
+        "# SIT benchmark results",
+        "",
+        f"Written by `{data['command']}` on {data['date']}; the whole run took "
+        f"{data['duration_s'] / 60:.1f} min.",
+        "",
+        "## Machine",
+        "",
+        f"- {machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']:.1f} GiB memory, "
+        f"{machine['kernel']}",
+        f"- load average when the run started: {machine['load']}",
+        f"- Python {machine['python']}; {versions}; {machine['wrk']}",
+        "",
+        "## Goals (issue 6)",
+        "",
+        *goal_rows(data["goals"]),
+        "",
+        "Each ratio is the median of per-round ratios; within a round the servers take turns "
+        "(SIT, DRF, bare, SIT, DRF, bare, ...), all of them running at the same time.",
+        "",
+        "## HTTP",
+        "",
+        f"wrk `-t2 -c32`, {data['settings']['seconds']:g} s per run after one "
+        f"{data['settings']['warmup']:g} s warm-up per server and scenario, "
+        f"{data['settings']['rounds']} rounds; every server is gunicorn with SIT's "
+        "`gunicorn.conf.py` settings and 4 sync workers on loopback. SIT and DRF each have "
+        "their own SQLite database seeded with 100 users and 1,000 issues.",
+        "",
+        *http_rows(data["http"], data["medians"]),
+        "",
+        "- **get one**: `GET /api/500/`. **list**: `GET /api/` (the default page: 30 newest). "
+        "**create**: `POST /api/` with a title, a description and an assignee (SIT stores its "
+        "assignment email and schedules its job; DRF schedules nothing). **patch**: `PATCH "
+        "/api/<id>/` of a new title and status, as the creator, over 500 issues it created.",
+        "- **bare**: `bench/bare.py`, a WSGI function answering fixed JSON documents (no "
+        "framework, auth or database). **DRF**: `bench/drf/`, Django 5.2 and DRF with "
+        "`TokenAuthentication`, a `ModelViewSet` with `select_related`, the JSON renderer only, "
+        "`PageNumberPagination` of 30, and SQLite tuned as SIT tunes it (WAL, "
+        "`synchronous=NORMAL`, `BEGIN IMMEDIATE`, 30 s busy timeout) with persistent "
+        "connections.",
+        f"- SIT worker memory (RSS, MiB): after boot {data['rss']['cold']}, before the "
+        f"benchmark (after the warm-up) {data['rss']['before']}, after it "
+        f"{data['rss']['after']}.",
+        f"- SIT server CPU per GET one (master + workers, utime + stime from /proc): "
+        f"{', '.join(f'{x:.3f}' for x in data['cpu_ms'])} ms per request in each round.",
+        "",
+        "## Email",
+        "",
+        f"**Assignment email lateness** (`sent_at` minus `due_at` from SIT's outbox): "
+        f"{late['requests']} creates at {late['rate']:g}/s for {late['seconds']:g} s "
+        f"(open loop, achieved {late['rps']:.1f}/s, create p50 {late['p50_ms']:.0f} ms, p99 "
+        f"{late['p99_ms']:.0f} ms, {late['errors']} errors), 4 workers, "
+        f"`SIT_ASSIGNMENT_EMAIL_DELAY={late['delay']}`: {late['sent']} sent, "
+        f"{late['unsent']} not sent; lateness p50 {fmt(late['p50_s'], 3)} s, p99 "
+        f"{fmt(late['p99_s'], 3)} s, max {fmt(late['max_s'], 3)} s.",
+        "",
+        "**Digest** (`flask sit send-digest` to the same aiosmtpd sink, no server running):",
+        "",
+        "| users / issues | seed s | digests sent | wall s | users/s | peak RSS MiB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in digest["runs"]:
+        lines.append(
+            f"| {run['users']:,} / {run['issues']:,} | {run['seed_s']:.1f} | {run['sent']:,} | "
+            f"{run['wall_s']:.1f} | {fmt(run['users_per_s'], 0)} | {run['peak_rss_mib']:.0f} |"
+        )
+    raw = digest["raw"]
+    lines += [
+        "",
+        f"Raw `smtplib` over one connection, {raw['messages']:,} pre-built messages of the same "
+        f"sizes (mean {raw['mean_size']:,.0f} bytes): {raw['seconds']:.1f} s, "
+        f"{raw['per_s']:,.0f} messages/s.",
+        "",
+        "## Where a GET-one request's time goes",
+        "",
+        *profile_rows(data["profile"]),
+        "",
+        "![req/s and p99 per scenario](results.png)",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+def draw(data: dict[str, Any], path: Path) -> None:
+    """Two panels: req/s and p99 per scenario, SIT beside the bare app and DRF."""
+    scenarios = list(data["medians"])
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.27
+    for panel, (key, label) in zip(
+        axes, (("rps", "requests/s"), ("p99_ms", "p99 latency (ms)")), strict=True
+    ):
+        for n, target in enumerate(TARGETS):
+            values = [data["medians"][s].get(target, {}).get(key, 0) for s in scenarios]
+            xs = [i + (n - 1) * width for i in range(len(scenarios))]
+            panel.bar(xs, values, width, label=target, color=COLORS[target])
+        panel.set_xticks(range(len(scenarios)), scenarios)
+        panel.set_ylabel(label)
+        panel.set_yscale("log")
+        panel.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(TARGETS))
+    figure.suptitle("SIT beside DRF and a bare WSGI app (gunicorn, 4 sync workers, wrk -t2 -c32)")
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

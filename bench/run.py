@@ -1,0 +1,327 @@
+"""`make bench`: measure SIT beside a bare WSGI app and a Django REST Framework peer, and write
+`bench/RESULTS.md` and `bench/results.png`. Run from the project folder with SIT's virtualenv:
+`.venv/bin/python bench/run.py` (`--quick` for a short smoke run, `--out DIR` elsewhere)."""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import load
+import report
+import servers
+import spy
+from goals import goals
+
+BENCH = servers.BENCH
+PACKAGES = (
+    "Flask", "APIFlask", "pydantic", "SQLAlchemy", "Flask-SQLAlchemy", "APScheduler",
+    "Flask-Mail", "gunicorn", "Django", "djangorestframework", "aiosmtpd", "py-spy",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Settings:
+    seconds: float  # each measured wrk run
+    warmup: float  # one wrk run per server and scenario before the rounds
+    rounds: int
+    lateness_seconds: int
+    lateness_rate: float
+    lateness_delay: int
+    digest_sizes: tuple[tuple[int, int], ...]  # (users, issues): the large one first
+
+
+FULL = Settings(4, 1, 3, 60, 20, 5, ((10_000, 100_000), (2_500, 25_000)))
+QUICK = Settings(2, 1, 2, 10, 20, 3, ((1_000, 10_000), (250, 2_500)))
+
+
+@dataclass
+class Target:
+    name: str
+    server: servers.Server
+    auth: str  # the Authorization header line
+    db: Path
+    issues_sql: str  # ids of the issues demo1 created, newest first
+    assignee: int
+
+
+def scalars(db: Path, sql: str) -> list[Any]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        return [row[0] for row in connection.execute(sql)]
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def start_sit(folder: Path, sink: servers.Sink, name: str, users: int, issues: int, **extra: str):
+    instance = folder / name
+    instance.mkdir()
+    env = servers.sit_env(instance, sink.port, **extra)
+    servers.flask(env, "db", "upgrade")
+    start = time.monotonic()
+    servers.flask(env, "sit", "seed-demo", "--users", str(users), "--issues", str(issues))
+    seconds = time.monotonic() - start
+    return env, instance, seconds
+
+
+def start_targets(folder: Path, sink: servers.Sink) -> list[Target]:
+    env, instance, _ = start_sit(folder, sink, "sit", 100, 1000)
+    token = servers.flask(env, "sit", "create-token", "demo1").strip()
+    sit = servers.gunicorn("sit", "wsgi:app", "gunicorn.conf.py", env, folder)
+    drf_db = folder / "drf.sqlite3"
+    drf_env = servers.clean_env(BENCH_DRF_DB=str(drf_db), DJANGO_SETTINGS_MODULE="drfpeer.settings")
+    manage = [sys.executable, str(BENCH / "drf" / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v0"], env=drf_env, check=True)
+    seed = [*manage, "seed", "--users", "100", "--issues", "1000"]
+    drf_token = subprocess.run(seed, env=drf_env, check=True, capture_output=True, text=True)
+    peer = "bench/gunicorn_peer.py"
+    drf = servers.gunicorn("drf", "--pythonpath bench/drf drfpeer.wsgi:application", peer,
+                           drf_env, folder)  # fmt: skip
+    bare = servers.gunicorn("bare", "--pythonpath bench bare:app", peer, servers.clean_env(),
+                            folder)  # fmt: skip
+    targets = [
+        Target("SIT", sit, f"Authorization: Bearer {token}", instance / "sit.db",
+               "SELECT i.id FROM issues i JOIN users u ON u.id = i.created_by_id "
+               "WHERE u.username = 'demo1' ORDER BY i.id DESC LIMIT 500",
+               scalars(instance / "sit.db", "SELECT id FROM users WHERE username='demo2'")[0]),
+        Target("DRF", drf, f"Authorization: Token {drf_token.stdout.strip()}", drf_db,
+               "SELECT i.id FROM tracker_issue i JOIN auth_user u ON u.id = i.created_by_id "
+               "WHERE u.username = 'demo1' ORDER BY i.id DESC LIMIT 500",
+               scalars(drf_db, "SELECT id FROM auth_user WHERE username='demo2'")[0]),
+        Target("bare", bare, "Authorization: Bearer x", Path(), "", 2),
+    ]  # fmt: skip
+    for target in targets:
+        header, value = target.auth.split(": ", 1)
+        servers.wait_ready(target.server, "/api/500/", {header: value})
+    return targets
+
+
+def run_once(target: Target, scenario: str, seconds: float) -> dict[str, float]:
+    url, script, env = f"{target.server.url}/api/", None, None
+    if scenario == "get one":
+        url += "500/"
+    elif scenario == "create":
+        body = {"title": "Benchmark issue", "description": "Made by wrk", "assigned_to": 0}
+        body["assigned_to"] = target.assignee
+        script, env = "post.lua", os.environ | {"BENCH_BODY": json.dumps(body)}
+    elif scenario == "patch":
+        ids = scalars(target.db, target.issues_sql) if target.issues_sql else range(1, 501)
+        script = "patch.lua"
+        env = os.environ | {"BENCH_IDS": ",".join(map(str, ids)), "BENCH_PREFIX": "/api/"}
+    return load.wrk(url, seconds, target.auth, script, env)
+
+
+def worker_rss(server: servers.Server) -> list[float]:
+    return [round(servers.rss_mib(pid), 1) for pid in server.workers()]
+
+
+def http_phase(folder: Path, sink: servers.Sink, settings: Settings) -> dict[str, Any]:
+    targets = start_targets(folder, sink)
+    sit = targets[0]
+    out: dict[str, Any] = {"http": {}, "cpu_ms": [], "rss": {"cold": worker_rss(sit.server)}}
+    try:
+        for scenario in ("get one", "list", "create", "patch"):
+            log(f"HTTP: {scenario}")
+            runs: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
+            for target in targets:
+                run_once(target, scenario, settings.warmup)
+            if scenario == "get one":
+                out["rss"]["before"] = worker_rss(sit.server)
+            for _ in range(settings.rounds):
+                for target in targets:
+                    before = servers.cpu_seconds(target.server.pids())
+                    result = run_once(target, scenario, settings.seconds)
+                    cpu = servers.cpu_seconds(target.server.pids()) - before
+                    result["cpu_ms_per_request"] = 1000 * cpu / max(result["requests"], 1)
+                    runs[target.name].append(result)
+            out["http"][scenario] = runs
+        out["rss"]["after"] = worker_rss(sit.server)
+        out["cpu_ms"] = [r["cpu_ms_per_request"] for r in out["http"]["get one"]["SIT"]]
+        log("HTTP: profiling one SIT worker during a GET-one run")
+        raw = folder / "profile.txt"
+        sampler = spy.record(sit.server.workers()[0], settings.seconds, raw)
+        run_once(sit, "get one", settings.seconds + 1)
+        sampler.wait(timeout=60)
+        out["profile"] = spy.summarize(raw) if raw.exists() else {}
+    finally:
+        for target in targets:
+            target.server.stop()
+    return out
+
+
+def lateness_phase(folder: Path, sink: servers.Sink, settings: Settings) -> dict[str, Any]:
+    log(f"email: {settings.lateness_rate:g} creates/s for {settings.lateness_seconds} s")
+    delay = str(settings.lateness_delay)
+    env, instance, _ = start_sit(folder, sink, "lateness", 100, 0,
+                                 SIT_ASSIGNMENT_EMAIL_DELAY=delay)  # fmt: skip
+    token = servers.flask(env, "sit", "create-token", "demo1").strip()
+    server = servers.gunicorn("sit-lateness", "wsgi:app", "gunicorn.conf.py", env, folder)
+    db = instance / "sit.db"
+    try:
+        servers.wait_ready(server, "/healthz", {})
+        assignees = scalars(db, "SELECT id FROM users WHERE username != 'demo1'")
+        count = int(settings.lateness_rate * settings.lateness_seconds)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        bodies = load.create_bodies(count, assignees)
+        result = load.paced_posts(server.url + "/api/", headers, bodies, settings.lateness_rate)
+        pending = "SELECT count(*) FROM outbox WHERE kind = 'assignment' AND state = 'pending'"
+        deadline = time.monotonic() + settings.lateness_delay + 60
+        while scalars(db, pending)[0] and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        server.stop()
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        rows = connection.execute(
+            "SELECT due_at, sent_at FROM outbox WHERE kind = 'assignment'"
+        ).fetchall()
+    late = sorted(
+        (datetime.fromisoformat(sent) - datetime.fromisoformat(due)).total_seconds()
+        for due, sent in rows
+        if sent
+    )
+    return result | {
+        "rate": settings.lateness_rate,
+        "seconds": settings.lateness_seconds,
+        "delay": delay,
+        "sent": len(late),
+        "unsent": len(rows) - len(late),
+        "p50_s": statistics.median(late) if late else None,
+        "p99_s": late[int(0.99 * (len(late) - 1))] if late else None,
+        "max_s": late[-1] if late else None,
+    }
+
+
+def measured(command: list[str], env: dict[str, str], out: Path, timeout: float) -> dict:
+    """Run a command; its wall time, peak RSS (from wait4) and stdout."""
+    start = time.monotonic()
+    with out.open("w") as stdout:
+        process = subprocess.Popen(command, cwd=servers.ROOT, env=env, stdout=stdout,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+        deadline = start + timeout
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                process.kill()
+                pid, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(0.05)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return {
+        "wall_s": time.monotonic() - start,
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "exit": process.returncode,
+        "output": out.read_text(),
+    }
+
+
+def digest_phase(folder: Path, sink: servers.Sink, settings: Settings) -> dict[str, Any]:
+    runs, raw = [], {}
+    for users, issues in settings.digest_sizes:
+        log(f"email: digest over {users:,} users and {issues:,} issues")
+        env, instance, seed_s = start_sit(folder, sink, f"digest-{users}", users, issues)
+        mark = sink.mark()
+        flask = [str(servers.BIN / "flask"), "sit", "send-digest"]
+        run = measured(flask, env, folder / f"digest-{users}.out", timeout=300)
+        messages = sink.since(mark)
+        sent = len(messages)
+        runs.append({"users": users, "issues": issues, "seed_s": seed_s, "sent": sent,
+                     "users_per_s": sent / run["wall_s"] if run["exit"] == 0 else None,
+                     "wall_s": run["wall_s"], "peak_rss_mib": run["peak_rss_mib"],
+                     "exit": run["exit"], "output": run["output"][-500:]})  # fmt: skip
+        if not raw and messages:
+            log("email: raw smtplib over one connection, the same sizes")
+            sizes = folder / "sizes.txt"
+            sizes.write_text("".join(f"{size}\n" for _, size, _ in messages))
+            command = [sys.executable, str(BENCH / "rawsmtp.py"), str(sink.port), str(sizes)]
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            raw = json.loads(done.stdout)
+            raw["per_s"] = raw["messages"] / raw["seconds"]
+            raw["mean_size"] = statistics.mean(size for _, size, _ in messages)
+        shutil.rmtree(instance)
+    return {"runs": runs, "raw": raw}
+
+
+def medians(http: dict[str, dict[str, list[dict[str, float]]]]) -> dict[str, Any]:
+    return {
+        scenario: {
+            target: {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
+            for target, runs in by_target.items()
+        }
+        for scenario, by_target in http.items()
+    }
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), platform.machine())  # fmt: skip
+    memory = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "missing"
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": memory,
+        "kernel": f"{platform.system()} {platform.release()}",
+        "load": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "python": platform.python_version(),
+        "versions": versions,
+        "wrk": (wrk.stdout or wrk.stderr).split("\n")[0].split(" [")[0],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--out", type=Path, default=BENCH, help="where RESULTS.md goes")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args()
+    settings = QUICK if args.quick else FULL
+    load.ensure_wrk()
+    began = time.monotonic()
+    data: dict[str, Any] = {"machine": machine(), "settings": settings.__dict__}
+    folder = Path(tempfile.mkdtemp(prefix="sit-bench-"))
+    log(f"working in {folder}")
+    sink = servers.Sink(folder)
+    try:
+        data |= http_phase(folder, sink, settings)
+        data["lateness"] = lateness_phase(folder, sink, settings)
+        data["digest"] = digest_phase(folder, sink, settings)
+    finally:
+        sink.stop()
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    data["medians"] = medians(data["http"])
+    data["goals"] = goals(data)
+    data["duration_s"] = time.monotonic() - began
+    data["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    data["command"] = "make bench" if not args.quick else "python bench/run.py --quick"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(data, indent=1, default=str))
+    report.write(data, args.out / "RESULTS.md")
+    report.draw(data, args.out / "results.png")
+    log(f"wrote {args.out / 'RESULTS.md'} in {data['duration_s'] / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

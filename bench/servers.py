@@ -1,0 +1,182 @@
+"""The processes a benchmark run starts: gunicorn servers (SIT, the bare app, the DRF peer) and
+the SMTP sink; and what /proc says about them (CPU time, resident memory)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+BIN = Path(sys.executable).parent
+TICKS = os.sysconf("SC_CLK_TCK")
+WORKERS = 4
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without SIT_* settings (the run chooses its own), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIT_")}
+    env.pop("WEB_CONCURRENCY", None)
+    return env | extra
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (a gunicorn master's workers)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return sorted(pids)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time these processes have used so far."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICKS
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Server:
+    """A gunicorn master in a process group of its own, with its workers."""
+
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def workers(self) -> list[int]:
+        return children(self.process.pid)
+
+    def pids(self) -> list[int]:
+        return [self.process.pid, *self.workers()]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def wait_ready(server: Server, path: str, headers: dict[str, str], timeout: float = 60) -> None:
+    """Wait until `path` answers 200 and every worker has booted."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited:\n{server.log.read_text()[-3000:]}")
+        try:
+            request = urllib.request.Request(server.url + path, headers=headers)
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status == 200 and len(server.workers()) == WORKERS:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{server.name} did not answer {path} in {timeout} s")
+
+
+def gunicorn(name: str, app: str, config: str, env: dict[str, str], folder: Path) -> Server:
+    """`gunicorn -c <config> -w 4 -b <free port> <app>` from the project folder."""
+    port = free_port()
+    log = folder / f"{name}.log"
+    args = [str(BIN / "gunicorn"), "-c", config, "-w", str(WORKERS), "-b", f"127.0.0.1:{port}"]
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [*args, *app.split()],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return Server(name, f"http://127.0.0.1:{port}", process, log)
+
+
+def sit_env(instance: Path, sink_port: int, **extra: str) -> dict[str, str]:
+    return clean_env(
+        SIT_INSTANCE_PATH=str(instance),
+        FLASK_APP="sit",
+        SIT_MAIL_SERVER="127.0.0.1",
+        SIT_MAIL_PORT=str(sink_port),
+        **extra,
+    )
+
+
+def flask(env: dict[str, str], *args: str, timeout: float = 600) -> str:
+    """`flask <args>` against the instance `env` names; its stdout.
+
+    :raise RuntimeError: it failed.
+    """
+    done = subprocess.run(
+        [str(BIN / "flask"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode:
+        raise RuntimeError(f"flask {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+class Sink:
+    """The SMTP sink (`bench/sink.py`) in a subprocess, logging each message it accepts."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.log = folder / "sink.log"
+        self.log.touch()
+        self.process = subprocess.Popen(
+            [sys.executable, str(BENCH / "sink.py"), str(self.port), str(self.log)],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        if self.process.stdout is None or self.process.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the SMTP sink did not start")
+
+    def mark(self) -> int:
+        return self.log.stat().st_size
+
+    def since(self, mark: int) -> list[tuple[float, int, str]]:
+        """(arrival, size, recipient) of each message accepted after `mark`."""
+        with self.log.open() as log:
+            log.seek(mark)
+            rows = [line.split() for line in log if line.strip()]
+        return [(float(t), int(size), to) for t, size, to in rows]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)

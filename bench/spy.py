@@ -1,0 +1,77 @@
+"""Where a worker's time goes: py-spy samples of one gunicorn worker, summed by phase of the
+request and by the layer the sampled code belongs to."""
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+IN_REQUEST = "SyncWorker.handle ("  # a sample of request handling
+IN_APP = "wsgi_app ("  # inside the Flask app (the rest is gunicorn)
+
+# By phase: the first of these functions found on the stack owns the sample.
+PHASES = (
+    ("auth: token check and user lookup", ("user_for_token (", "verify_token (")),
+    ("issue lookup: get_or_404", ("get_or_404 (",)),
+)
+# Otherwise by what kind of code runs: the innermost frame of one of these owns the sample.
+LAYERS = (
+    ("database: SQLAlchemy and sqlite3", ("sqlalchemy/", "sqlite3/", "flask_sqlalchemy/")),
+    ("serialization: pydantic and JSON", ("pydantic", "json/", "sit/schemas.py")),
+    ("token signature: itsdangerous", ("itsdangerous/", "hmac.py", "hashlib", "base64.py")),
+    ("SIT's own code", ("sit/",)),
+    ("framework: Flask, Werkzeug, APIFlask", ("flask/", "werkzeug/", "apiflask/", "flask_")),
+    ("gunicorn: HTTP parsing, socket I/O, access log", ("gunicorn/", "logging/")),
+)
+
+
+def record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """Start sampling `pid` (200 Hz) into `out` (py-spy's raw collapsed stacks)."""
+    command = [str(BIN / "py-spy"), "record", "-p", str(pid), "-d", f"{seconds:g}", "-r", "200"]
+    command += ["-f", "raw", "-o", str(out)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def owner(frames: list[str], table: tuple[tuple[str, tuple[str, ...]], ...]) -> str | None:
+    for frame in reversed(frames):
+        for name, marks in table:
+            if any(mark in frame for mark in marks):
+                return name
+    return None
+
+
+def summarize(raw: Path) -> dict[str, object]:
+    """Shares of request-handling samples: inside the Flask app by phase, all of them by layer,
+    and the hottest functions."""
+    phases: Counter[str] = Counter()
+    layers: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    requests = in_app = other = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count, frames = int(count_text), stack.split(";")
+        if not any(IN_REQUEST in frame for frame in frames):
+            other += count
+            continue
+        requests += count
+        layer = owner(frames, LAYERS) or "other"
+        layers[layer] += count
+        leaves[frames[-1]] += count
+        if any(IN_APP in frame for frame in frames):
+            in_app += count
+            phase = next(
+                (name for name, marks in PHASES if any(m in f for f in frames for m in marks)),
+                f"rest of the app: {layer}",
+            )
+            phases[phase] += count
+    if not requests:
+        return {"samples": 0}
+    return {
+        "samples": requests,
+        "in_app": in_app / requests,
+        "other_thread_samples": other,
+        "phases": {k: v / in_app for k, v in phases.most_common()} if in_app else {},
+        "layers": {k: v / requests for k, v in layers.most_common()},
+        "hottest": [(f, n / requests) for f, n in leaves.most_common(8)],
+    }
