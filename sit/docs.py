@@ -57,6 +57,19 @@ def header(kind: str, description: str) -> dict[str, Any]:
     return {"required": True, "description": description, "schema": {"type": kind}}
 
 
+CONDITIONS = {  # the conditional request headers `sit.issues` honours, by method
+    "get": ("If-None-Match", "An ETag the caller has: `304` while it is current"),
+    "put": ("If-Match", "The ETag the change is based on: `412` when it is no longer current"),
+    "patch": ("If-Match", "The ETag the change is based on: `412` when it is no longer current"),
+    "delete": ("If-Match", "The ETag the deletion is based on: `412` when it is no longer current"),
+}
+
+
+def conditional(method: str) -> dict[str, Any]:
+    name, description = CONDITIONS[method]
+    return {"in": "header", "name": name, "description": description, "schema": {"type": "string"}}
+
+
 def unavailable() -> dict[str, Any]:
     """The answer of any operation while the database cannot be reached (`sit.errors`)."""
     response = problem("The database is unavailable; try again shortly")
@@ -68,8 +81,10 @@ def complete(spec: dict[str, Any]) -> dict[str, Any]:
     """Document what SIT's shared code sends, as it sends it: body errors on every operation
     with a body, 503 on every operation, the headers of 401 and 429, and errors as
     `application/problem+json`."""
-    for operations in spec.get("paths", {}).values():
-        for operation in operations.values():
+    for path, operations in spec.get("paths", {}).items():
+        for method, operation in operations.items():
+            if path == "/api/{pk}/" and method in CONDITIONS:
+                operation.setdefault("parameters", []).append(conditional(method))
             responses = operation.setdefault("responses", {})
             responses.setdefault("503", unavailable())
             if "requestBody" in operation:

@@ -85,3 +85,17 @@ def test_output_shapes_are_documented_as_sent(spec):
     assert {"assigned_to", "created_by", "url"} <= set(issue["required"])
     patch = spec["components"]["schemas"]["IssuePatch"]["properties"]
     assert patch["title"]["type"] == "string" and "default" not in patch["title"]
+
+
+def test_conditional_request_headers_are_documented(spec):
+    issue = spec["paths"]["/api/{pk}/"]
+    headers = {
+        method: [p["name"] for p in issue[method]["parameters"] if p["in"] == "header"]
+        for method in ("get", "put", "patch", "delete")
+    }
+    assert headers == {
+        "get": ["If-None-Match"],
+        "put": ["If-Match"],
+        "patch": ["If-Match"],
+        "delete": ["If-Match"],
+    }

@@ -48,12 +48,18 @@ parameters."path.pk" = {{ dictionary = "doomed", probability = 0.5 }}
 # Where a check is wrong for SIT, by SIT's documented behaviour (see the README): a body that
 # matches the schema may still be a 400, because `assigned_to` must name a user who exists,
 # `/get-token/` may take its credentials from HTTP Basic instead of the body, and a form has
-# no way to say null.
+# no way to say null; and an `If-Match` that is any string but the current ETag is a 412.
 FALSE_POSITIVES = """
 [[operations]]
 include-method-regex = "^(POST|PUT|PATCH)$"
 checks.positive_data_acceptance.expected-statuses = [
-    "2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx",
+    "2xx", "3xx", "400", "401", "403", "404", "409", "412", "429", "5xx",
+]
+
+[[operations]]
+include-method = "DELETE"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "3xx", "401", "403", "404", "409", "412", "429", "5xx",
 ]
 """
 
