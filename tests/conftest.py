@@ -271,14 +271,14 @@ class Server:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
 
+    def elected(self) -> int | None:
+        """The pid of the worker that last said it runs the jobs, if any has."""
+        found = RUNNER_LINE.findall(self.log.read_text())
+        return int(found[-1]) if found else None
+
     def runner(self) -> int:
         """The pid of the worker that holds the runner lock, once one has taken over."""
-
-        def elected() -> int | None:
-            found = RUNNER_LINE.findall(self.log.read_text())
-            return int(found[-1]) if found else None
-
-        return wait_until(elected, 30, "a worker to take over the jobs")
+        return wait_until(self.elected, 30, "a worker to take over the jobs")
 
 
 RUNNER_LINE = re.compile(r"process (\d+) now runs SIT's jobs")

@@ -20,7 +20,6 @@ import pytest
 import requests
 import sqlalchemy as sa
 from conftest import (
-    RUNNER_LINE,
     Server,
     SmtpSink,
     bearer,
@@ -319,8 +318,7 @@ def hosts(postgres_db: str, tmp_path: Path, smtp: SmtpSink, monkeypatch: pytest.
 
 def runs_jobs(server: Server) -> bool:
     """Whether one of the server's live workers said it runs the jobs."""
-    found = RUNNER_LINE.findall(server.log.read_text())
-    return bool(found) and int(found[-1]) in server.workers()
+    return server.elected() in server.workers()
 
 
 def the_runner(*servers: Server) -> Server:
