@@ -1,6 +1,8 @@
 """`make bench`: measure SIT beside a bare WSGI app and a Django REST Framework peer, and write
 `bench/RESULTS.md` and `bench/results.png`. Run from the project folder with SIT's virtualenv:
-`.venv/bin/python bench/run.py` (`--quick` for a short smoke run, `--out DIR` elsewhere)."""
+`.venv/bin/python bench/run.py` (`--quick` for a short smoke run, `--out DIR` elsewhere, `--only
+http` (or lateness, digest) to run one phase while working on it: that prints its figures and
+writes no report)."""
 
 import argparse
 import json
@@ -23,7 +25,7 @@ import load
 import report
 import servers
 import spy
-from goals import goals
+from goals import goals, ratio_rows
 
 BENCH = servers.BENCH
 PACKAGES = (
@@ -163,6 +165,10 @@ def http_phase(folder: Path, sink: servers.Sink, settings: Settings) -> dict[str
 
 
 def lateness_phase(folder: Path, sink: servers.Sink, settings: Settings) -> dict[str, Any]:
+    return {"lateness": lateness(folder, sink, settings)}
+
+
+def lateness(folder: Path, sink: servers.Sink, settings: Settings) -> dict[str, Any]:
     log(f"email: {settings.lateness_rate:g} creates/s for {settings.lateness_seconds} s")
     delay = str(settings.lateness_delay)
     env, instance, _ = start_sit(folder, sink, "lateness", 100, 0,
@@ -253,7 +259,19 @@ def digest_phase(folder: Path, sink: servers.Sink, settings: Settings) -> dict[s
             raw["per_s"] = raw["messages"] / raw["seconds"]
             raw["mean_size"] = statistics.mean(size for _, size, _ in messages)
         shutil.rmtree(instance)
-    return {"runs": runs, "raw": raw}
+    return {"digest": {"runs": runs, "raw": raw}}
+
+
+PHASES = {"http": http_phase, "lateness": lateness_phase, "digest": digest_phase}
+
+
+def partial_figures(data: dict[str, Any]) -> dict[str, Any]:
+    """What one phase alone tells: its ratios, or its raw figures."""
+    if "http" in data:
+        data["medians"] = medians(data["http"])
+        data["ratios"] = ratio_rows(data["http"])
+        del data["http"]
+    return data
 
 
 def medians(http: dict[str, dict[str, list[dict[str, float]]]]) -> dict[str, Any]:
@@ -295,6 +313,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--out", type=Path, default=BENCH, help="where RESULTS.md goes")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--only", choices=PHASES, action="append", help="run only this phase")
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
     load.ensure_wrk()
@@ -304,13 +323,15 @@ def main() -> None:
     log(f"working in {folder}")
     sink = servers.Sink(folder)
     try:
-        data |= http_phase(folder, sink, settings)
-        data["lateness"] = lateness_phase(folder, sink, settings)
-        data["digest"] = digest_phase(folder, sink, settings)
+        for phase in args.only or PHASES:
+            data |= PHASES[phase](folder, sink, settings)
     finally:
         sink.stop()
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
+    if args.only:
+        print(json.dumps(partial_figures(data), indent=1, default=str))
+        return
     data["medians"] = medians(data["http"])
     data["goals"] = goals(data)
     data["duration_s"] = time.monotonic() - began
