@@ -2,6 +2,7 @@
 
 import functools
 import math
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -23,20 +24,41 @@ THROTTLE_LIMIT = 10  # failed logins for one username ...
 THROTTLE_WINDOW = timedelta(minutes=5)  # ... within this window lock that username out
 
 
-def _serializer() -> URLSafeSerializer:
-    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt=TOKEN_SALT)
+@dataclass(frozen=True)
+class Caller:
+    """Who a valid access token proves the caller is (`token_auth.current_user`)."""
+
+    id: int
+    username: str
+
+
+# The one lookup an authenticated request makes for its caller: a Core row, not an ORM object.
+CALLER = sa.select(User.username, User.token_generation).where(User.id == sa.bindparam("id"))
+
+
+@functools.cache
+def _serializer(secret_key: str) -> URLSafeSerializer:
+    return URLSafeSerializer(secret_key, salt=TOKEN_SALT)
+
+
+def serializer() -> URLSafeSerializer:
+    return _serializer(current_app.config["SECRET_KEY"])
 
 
 def issue_token(user: User, expires_in: int) -> str:
     """A signed token naming the user and their token generation; nothing is stored."""
     expires = int(clock.utcnow().timestamp()) + expires_in
-    return _serializer().dumps({"sub": user.id, "gen": user.token_generation, "exp": expires})
+    return serializer().dumps({"sub": user.id, "gen": user.token_generation, "exp": expires})
 
 
-def user_for_token(token: str) -> User | None:
-    """The user a token proves, or None, with the reason left in `g.token_problem`."""
+def caller_for_token(token: str) -> Caller | None:
+    """The caller a token proves, or None, with the reason left in `g.token_problem`.
+
+    The user's current token generation is read on every request, so a revocation (a new
+    password, `flask sit revoke-tokens`) applies at once in every process.
+    """
     try:
-        claims: Any = _serializer().loads(token)
+        claims: Any = serializer().loads(token)
         user_id, generation, expires = claims["sub"], claims["gen"], claims["exp"]
     except (BadSignature, TypeError, KeyError):
         g.token_problem = "The access token is malformed or was not signed by this server."
@@ -44,16 +66,16 @@ def user_for_token(token: str) -> User | None:
     if expires <= clock.utcnow().timestamp():
         g.token_problem = "The access token has expired; get a new one from /get-token/."
         return None
-    user = db.session.get(User, user_id)
-    if user is None or user.token_generation != generation:
+    row = db.session.connection().execute(CALLER, {"id": user_id}).one_or_none()
+    if row is None or row.token_generation != generation:
         g.token_problem = "The access token has been revoked; get a new one from /get-token/."
         return None
-    return user
+    return Caller(user_id, row.username)
 
 
 @token_auth.verify_token
-def verify_token(token: str) -> User | None:
-    return user_for_token(token)
+def verify_token(token: str) -> Caller | None:
+    return caller_for_token(token)
 
 
 @token_auth.error_processor

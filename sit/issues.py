@@ -7,6 +7,7 @@ from apiflask import APIBlueprint, abort
 from flask import Response, request
 
 from sit import errors, notifications
+from sit.auth import Caller
 from sit.extensions import db, token_auth
 from sit.models import Issue, User, get_or_404
 from sit.pagination import paginate
@@ -57,7 +58,7 @@ def check_assignee(fields: dict[str, Any]) -> None:
         errors.invalid({"assigned_to": [f"there is no user {user_id}"]})
 
 
-def search(query: IssueQuery, me: User) -> sa.Select[tuple[Issue]]:
+def search(query: IssueQuery, me: Caller) -> sa.Select[tuple[Issue]]:
     """The listing's filters, search words and order, as one unexecuted query."""
     select = sa.select(Issue)
     if query.status:
@@ -109,7 +110,7 @@ def create_issue(json_or_form_data: IssueIn) -> Any:
     """Create an issue; the caller is its creator."""
     fields = json_or_form_data.model_dump()
     check_assignee(fields)
-    issue = Issue(creator=token_auth.current_user)
+    issue = Issue(created_by_id=token_auth.current_user.id)
     issue.change(fields)
     db.session.add(issue)
     notifications.save_issue(issue, previous_assignee_id=None)

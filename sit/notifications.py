@@ -23,7 +23,7 @@ def new_message_id() -> str:
 
 def supersede_assignment_email(issue: Issue) -> list[int]:
     """Cancel the issue's pending assignment email: the issue was deleted, reassigned or
-    unassigned before it was due. Returns the cancelled emails' ids."""
+    unassigned before it was due. Returns the cancelled emails' ids (none for a new issue)."""
     if issue.id is None:
         return []
     pending = (Email.issue_id == issue.id) & (Email.kind == "assignment")
@@ -47,22 +47,22 @@ def assignment_email(issue: Issue, assignee: User) -> Email:
 
 
 def save_issue(issue: Issue, previous_assignee_id: int | None) -> None:
-    """Commit a new or changed issue with the email it causes, then schedule that email.
+    """Commit a new or changed issue with the email it causes and that email's job, together.
 
     A new assignee gets an email `ASSIGNMENT_EMAIL_DELAY` from now, and any email still pending
     for the previous one is cancelled. Keeping the assignee schedules nothing.
     """
-    db.session.flush()  # a new issue gets its id and issue_id, which its email names
-    email, cancelled = None, []
+    cancelled = []
     if issue.assigned_to_id != previous_assignee_id:
         cancelled = supersede_assignment_email(issue)
-        if issue.assigned_to_id is not None:
-            email = assignment_email(issue, db.session.get(User, issue.assigned_to_id))
-            db.session.add(email)
+    db.session.flush()  # a new issue gets its id and issue_id, which its email names
+    if issue.assigned_to_id not in (None, previous_assignee_id):
+        email = assignment_email(issue, db.session.get(User, issue.assigned_to_id))
+        db.session.add(email)
+        db.session.flush()  # the email's id names its job
+        scheduler.get().schedule_email(email)
     db.session.commit()
     scheduler.get().unschedule_emails(cancelled)
-    if email is not None:
-        scheduler.get().schedule_email(email)
 
 
 def delete_issue(issue: Issue) -> None:

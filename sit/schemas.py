@@ -37,9 +37,10 @@ class Request(flask.Request):
 
 def check_body_type() -> None:
     """:raise 415: a request body that is neither JSON nor a form."""
+    if request.method not in BODY_METHODS:
+        return
     has_body = request.content_length or request.headers.get("Transfer-Encoding")
-    is_form = request.mimetype in FORM_TYPES
-    if request.method in BODY_METHODS and has_body and not (request.is_json or is_form):
+    if has_body and not (request.is_json or request.mimetype in FORM_TYPES):
         raise UnsupportedMediaType(
             f"Send the body as application/json or form-encoded, not {request.mimetype!r}."
         )

@@ -36,4 +36,4 @@ def get_user(pk: int) -> User:
 @bp.output(MeOut)
 def get_me() -> User:
     """Get the caller, with their email address."""
-    return token_auth.current_user
+    return get_or_404(User, token_auth.current_user.id)
