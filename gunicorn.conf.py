@@ -17,12 +17,15 @@ control_socket_disable = True  # several SIT servers may run side by side
 
 
 def on_starting(server: object) -> None:
-    """Stop at once, with one line, when the configuration is invalid (before any worker boots)."""
+    """Stop at once, with one line, when the configuration is invalid (before any worker boots).
+
+    The app is built as `wsgi.py` builds it: the workers, forked from here, start with what this
+    imports (so without alembic, see `create_app`)."""
     from sit import create_app
     from sit.config import ConfigError
 
     try:
-        create_app()
+        create_app(migrations=False)
     except ConfigError as error:
         print(f"sit: {error.message}", file=sys.stderr)
         sys.exit(1)

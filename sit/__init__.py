@@ -8,18 +8,22 @@ from typing import Any
 from apiflask import APIFlask
 
 from sit import auth, cli, config, docs, errors, health, issues, scheduler, security, sqlite, users
-from sit.extensions import db, migrate
+from sit.extensions import db
 from sit.extensions import mail as flask_mail  # not to shadow the module sit.mail
 from sit.schemas import Request, check_body_type
 
 PROJECT_INSTANCE = Path(__file__).resolve().parent.parent / "instance"
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
+def create_app(test_config: dict[str, Any] | None = None, *, migrations: bool = True) -> APIFlask:
     """Build the app: configuration, extensions, scheduler, blueprints, error handlers, CLI.
 
     The scheduler is attached, not started: a serving process stands by to run its jobs
     (`gunicorn.conf.py`), any other process only adds jobs.
+
+    `migrations=False` leaves out `flask db`: Flask-Migrate and alembic, ~10 MiB in every
+    gunicorn worker that never runs a command (`wsgi.py`). The `flask` command's app
+    (`.flaskenv`: `sit`, so `create_app()`) and every other caller keep it.
     """
     instance = os.environ.get("SIT_INSTANCE_PATH") or PROJECT_INSTANCE
     app = APIFlask(
@@ -42,7 +46,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> APIFlask:
     app.logger.setLevel(logging.INFO)  # "sit.*" loggers: emails sent, runner elected
 
     db.init_app(app)
-    migrate.init_app(app, db)
+    if migrations:
+        from flask_migrate import Migrate  # here, not at the top: see the docstring
+
+        Migrate(app, db)
     flask_mail.init_app(app)
     with app.app_context():
         sqlite.tune(db.engine)

@@ -7,6 +7,7 @@ import flask
 from flask import current_app, request
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     AliasPath,
     BaseModel,
     BeforeValidator,
@@ -73,8 +74,9 @@ Title = Annotated[
 Line = Annotated[str, StringConstraints(max_length=150), *NUL_FREE]  # a username, words to find
 DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
 UserRef = Annotated[DbId | None, BeforeValidator(_user_ref)]
-Timestamp = Annotated[
-    datetime, PlainSerializer(lambda at: at.strftime("%Y-%m-%dT%H:%M:%SZ"), return_type=str)
+Timestamp = Annotated[  # UTC, to the second: 2026-11-24T09:30:00Z
+    datetime,
+    PlainSerializer(lambda at: at.isoformat(timespec="seconds")[:19] + "Z", return_type=str),
 ]
 
 
@@ -140,7 +142,9 @@ class IssueOut(Output):
     title: str
     description: str
     assigned_to: int | None = Field(validation_alias="assigned_to_id")
-    created_by: str = Field(validation_alias=AliasPath("creator", "username"))
+    created_by: str = Field(  # a listing row's column, or an Issue's creator's username
+        validation_alias=AliasChoices("created_by", AliasPath("creator", "username"))
+    )
     status: Literal["O", "C"]
     created_at: Timestamp
     updated_at: Timestamp

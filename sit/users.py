@@ -19,7 +19,8 @@ bp = APIBlueprint("users", __name__, tag="Users", url_prefix="/api/users")
 @bp.output(list[UserOut], headers=PageHeaders)
 def list_users(query_data: PageQuery) -> Any:
     """List users, by id."""
-    items, headers = paginate(sa.select(User).order_by(User.id), query_data)
+    listed = (User.id, User.username, User.first_name, User.last_name)
+    items, headers = paginate(sa.select(*listed).order_by(User.id), query_data)
     return items, 200, headers
 
 

@@ -424,6 +424,15 @@ def test_a_database_never_migrated_is_one_line(tmp_path, args):
     assert "flask db upgrade" in one_error_line(result.returncode, result.stderr)
 
 
+def test_flask_db_upgrade_migrates_a_new_database(tmp_path):
+    """`make run`'s first steps: the `flask` command's app keeps `flask db` (see `create_app`)."""
+    upgrade = flask_cli(tmp_path, "db", "upgrade")
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert "(head)" in flask_cli(tmp_path, "db", "current").stdout
+    first_user = flask_cli(tmp_path, "sit", "first-user")
+    assert "created the first user: admin" in first_user.stdout, first_user.stderr
+
+
 # send-digest, outbox and jobs
 
 OUTBOX = ("id", "state", "due/sent (UTC)", "recipient", "attempts", "last error", "subject")

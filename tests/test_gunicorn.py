@@ -172,6 +172,25 @@ def test_workers_share_the_secret_key_generated_at_first_start(instance: Path) -
     assert len(key.read_text().strip()) >= 32
 
 
+def test_workers_load_nothing_only_the_command_line_uses(instance: Path) -> None:
+    """A worker starts with what the master's config check imported, then imports `wsgi`:
+    neither loads Flask-Migrate (alembic) nor swagger-ui-py's PyYAML (memory, see `create_app`
+    and `sit.docs`)."""
+    code = (
+        "import runpy, sys\n"
+        "runpy.run_path('gunicorn.conf.py')['on_starting'](None)\n"
+        "import wsgi\n"
+        "print(*sorted(sys.modules))"
+    )
+    result = subprocess.run(
+        [str(BIN / "python"), "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(result.stdout.split())
+    assert {"sit", "apiflask", "apscheduler"} <= loaded
+    assert not loaded & {"flask_migrate", "alembic", "swagger_ui", "yaml"}
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "key"),
     [("SIT_DIGEST_INTERVAL", "soon", "DIGEST_INTERVAL"), ("SIT_NO_SUCH_KEY", "1", "NO_SUCH_KEY")],
