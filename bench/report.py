@@ -41,17 +41,17 @@ def http_rows(http: dict[str, dict[str, list[dict[str, float]]]], medians: Any) 
     return rows
 
 
-def profile_rows(profile: dict[str, Any]) -> list[str]:
+def profile_rows(scenario: str, profile: dict[str, Any]) -> list[str]:
     if not profile.get("samples"):
         return ["No samples were taken (py-spy could not attach)."]
     lines = [
         f"py-spy (wall-clock samples, 200 Hz) of one of SIT's four workers during an extra "
-        f"GET-one wrk run: {profile['samples']} samples inside request handling, "
+        f"{scenario} wrk run: {profile['samples']} samples inside request handling, "
         f"{profile['in_app']:.0%} of them inside the Flask app and the rest in gunicorn "
         "(reading the request, writing and closing the socket, the access log; on a loaded "
         "2-core machine that includes waiting for a CPU).",
         "",
-        "| inside the app, phase of a GET-one request | share of app time |",
+        f"| inside the app, phase of a {scenario} request | share of app time |",
         "|---|---|",
     ]
     lines += [f"| {name} | {share:.0%} |" for name, share in profile["phases"].items()]
@@ -59,6 +59,14 @@ def profile_rows(profile: dict[str, Any]) -> list[str]:
     lines += [f"| {name} | {share:.0%} |" for name, share in profile["layers"].items()]
     lines += ["", "Hottest functions (self time):", ""]
     lines += [f"- `{frame}` {share:.1%}" for frame, share in profile["hottest"]]
+    return lines
+
+
+def profile_sections(profiles: dict[str, dict[str, Any]]) -> list[str]:
+    lines = []
+    for scenario, profile in profiles.items():
+        lines += [f"## Where a {scenario} request's time goes", ""]
+        lines += [*profile_rows(scenario, profile), ""]
     return lines
 
 
@@ -138,10 +146,7 @@ def write(data: dict[str, Any], path: Path) -> None:
         f"sizes (mean {raw['mean_size']:,.0f} bytes): {raw['seconds']:.1f} s, "
         f"{raw['per_s']:,.0f} messages/s.",
         "",
-        "## Where a GET-one request's time goes",
-        "",
-        *profile_rows(data["profile"]),
-        "",
+        *profile_sections(data["profiles"]),
         "![req/s and p99 per scenario](results.png)",
         "",
     ]

@@ -152,12 +152,14 @@ def http_phase(folder: Path, sink: servers.Sink, settings: Settings) -> dict[str
             out["http"][scenario] = runs
         out["rss"]["after"] = worker_rss(sit.server)
         out["cpu_ms"] = [r["cpu_ms_per_request"] for r in out["http"]["get one"]["SIT"]]
-        log("HTTP: profiling one SIT worker during a GET-one run")
-        raw = folder / "profile.txt"
-        sampler = spy.record(sit.server.workers()[0], settings.seconds, raw)
-        run_once(sit, "get one", settings.seconds + 1)
-        sampler.wait(timeout=60)
-        out["profile"] = spy.summarize(raw) if raw.exists() else {}
+        out["profiles"] = {}
+        for scenario in out["http"]:
+            log(f"HTTP: profiling one SIT worker during a {scenario} run")
+            raw = folder / f"profile-{scenario.replace(' ', '-')}.txt"
+            sampler = spy.record(sit.server.workers()[0], settings.seconds, raw)
+            run_once(sit, scenario, settings.seconds + 1)
+            sampler.wait(timeout=60)
+            out["profiles"][scenario] = spy.summarize(raw) if raw.exists() else {}
     finally:
         for target in targets:
             target.server.stop()

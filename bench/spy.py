@@ -10,10 +10,13 @@ BIN = Path(sys.executable).parent
 IN_REQUEST = "SyncWorker.handle ("  # a sample of request handling
 IN_APP = "wsgi_app ("  # inside the Flask app (the rest is gunicorn)
 
-# By phase: the first of these functions found on the stack owns the sample.
+# By phase: the first of these, in this order, found anywhere on the stack owns the sample.
 PHASES = (
-    ("auth: token check and user lookup", ("user_for_token (", "verify_token (")),
+    ("auth: token check and caller lookup", ("caller_for_token (", "verify_token (")),
+    ("email's job: APScheduler add_job, pickled", ("schedule_email (",)),
+    ("write: flush and commit (issue, outbox row, job row)", ("save_issue (",)),
     ("issue lookup: get_or_404", ("get_or_404 (",)),
+    ("page: count and rows", ("paginate (",)),
 )
 # Otherwise by what kind of code runs: the innermost frame of one of these owns the sample.
 LAYERS = (
