@@ -1,5 +1,6 @@
 """The data: users, issues, failed logins and the outbox. Models change themselves; never commit."""
 
+import functools
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,12 +55,20 @@ class User(db.Model):
         self.token_generation = (self.token_generation or 0) + 1
 
 
+@functools.cache
+def by_id(model: type[db.Model]) -> sa.Select[Any]:
+    """The query of one row by its id, built once (SQLAlchemy then reuses its compiled form)."""
+    return sa.select(model).where(model.id == sa.bindparam("pk"))
+
+
 def get_or_404(model: type[db.Model], pk: int) -> Any:
     """The row with this id.
 
-    :raise 404: there is none, or the id is beyond what a 64-bit column holds.
+    :raise 404: there is none, or the id is beyond what an id column holds (`MAX_ID`).
     """
-    row = db.session.get(model, pk) if 1 <= pk <= MAX_ID else None
+    row = None
+    if 1 <= pk <= MAX_ID:
+        row = db.session.execute(by_id(model), {"pk": pk}).scalar_one_or_none()
     if row is None:
         abort(404, f"There is no {model.__name__.lower()} {pk}.")
     return row
