@@ -47,22 +47,22 @@ def assignment_email(issue: Issue, assignee: User) -> Email:
 
 
 def save_issue(issue: Issue, previous_assignee_id: int | None) -> None:
-    """Commit a new or changed issue with the email it causes and that email's job, together.
+    """Commit a new or changed issue with the email it causes, then schedule that email.
 
     A new assignee gets an email `ASSIGNMENT_EMAIL_DELAY` from now, and any email still pending
     for the previous one is cancelled. Keeping the assignee schedules nothing.
     """
-    cancelled = []
+    email, cancelled = None, []
     if issue.assigned_to_id != previous_assignee_id:
         cancelled = supersede_assignment_email(issue)
     db.session.flush()  # a new issue gets its id and issue_id, which its email names
     if issue.assigned_to_id not in (None, previous_assignee_id):
         email = assignment_email(issue, db.session.get(User, issue.assigned_to_id))
         db.session.add(email)
-        db.session.flush()  # the email's id names its job
-        scheduler.get().schedule_email(email)
     db.session.commit()
     scheduler.get().unschedule_emails(cancelled)
+    if email is not None:
+        scheduler.get().schedule_email(email)
 
 
 def delete_issue(issue: Issue) -> None:

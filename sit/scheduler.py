@@ -7,13 +7,10 @@ workers, see `gunicorn.conf.py`) also stand by for the runner lock. The one that
 - makes sure the digest's interval job exists, without postponing a run that is due;
 - resumes its scheduler, which runs every due job, however long the server was down
   (`misfire_grace_time=None`), once (`coalesce=True`), never overlapping (`max_instances=1`);
-- runs a sweep every `SWEEP_SECONDS`: it sends due emails that no job would send (retries, and
-  an email due before its job was noticed), and, being a job, wakes the scheduler, which then
-  sees the jobs other processes added (APScheduler 3 never wakes up for those on its own) long
-  before they are due.
-
-An assignment email's job is written in the transaction that queues the email (`JobStore`): both
-are committed, or neither.
+- runs a sweep every `SWEEP_SECONDS`: it sends due emails that no job would send (retries, and an
+  email whose job was never added because its process died between the commit and `add_job`),
+  and, being a job, wakes the scheduler, which then sees the jobs other processes added
+  (APScheduler 3 never wakes up for those on its own) long before they are due.
 
 The runner lock is a file lock among the processes of one host (SQLite), or a PostgreSQL advisory
 lock among the processes of every host that shares the database. When the runner dies the system
@@ -25,22 +22,18 @@ import contextlib
 import fcntl
 import logging
 import os
-import pickle
 import threading
-from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import sqlalchemy as sa
-from apscheduler.job import Job
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.triggers.interval import IntervalTrigger
-from apscheduler.util import datetime_to_utc_timestamp
 from flask import Flask, current_app
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -161,26 +154,6 @@ def runner_lock(app: Flask) -> RunnerLock:
     return FileLock(Path(app.instance_path) / "scheduler.lock")
 
 
-# The connection whose open transaction a job being added joins (see `JobStore`).
-_joined: ContextVar[sa.Connection | None] = ContextVar("sit_scheduler_joined", default=None)
-
-
-class JobStore(SQLAlchemyJobStore):
-    """APScheduler's SQL job store. A job added while `_joined` names a connection is written on
-    it, in its open transaction, so that it is committed, or rolled back, with what caused it."""
-
-    def add_job(self, job: Job) -> None:
-        connection = _joined.get()
-        if connection is None:
-            super().add_job(job)
-            return
-        state = pickle.dumps(job.__getstate__(), self.pickle_protocol)
-        next_run = datetime_to_utc_timestamp(job.next_run_time)
-        connection.execute(
-            self.jobs_t.insert().values(id=job.id, next_run_time=next_run, job_state=state)
-        )
-
-
 _runner_app: Flask | None = None
 
 
@@ -198,7 +171,7 @@ class Scheduler:
         self.lock = runner_lock(app)
         self.aps = BackgroundScheduler(
             jobstores={
-                "default": JobStore(engine=db.engine),
+                "default": SQLAlchemyJobStore(engine=db.engine),
                 "local": MemoryJobStore(),  # the runner's own sweep, never shared
             },
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
@@ -226,22 +199,24 @@ class Scheduler:
         self.lock.release()
 
     def schedule_email(self, email: Email) -> None:
-        """Add the job that sends an email when it is due, in the session's transaction that
-        queues the email (flushed, not yet committed): both are stored, or neither. The runner
-        notices the job at its next sweep, long before it is due; an email due sooner than that
-        is sent by the sweep itself."""
+        """Add the job that sends a committed email when it is due.
+
+        Not inside the email's transaction: on SQLite that transaction holds the database's
+        write lock, and `add_job` waits for APScheduler's job-store lock, which the runner's
+        scheduler thread holds while it waits for the write lock to update a due job (a
+        deadlock until the busy timeout; `make bench` ran into it at 20 creates/s)."""
         self.start()
-        joining = _joined.set(db.session.connection())
         try:
             self.aps.add_job(
                 DELIVER,
                 "date",
                 run_date=email.due_at,
-                id=f"email-{email.id}",  # never taken: outbox ids are never reused
+                id=f"email-{email.id}",
                 name=f"email {email.id} to {email.to_address}",
+                replace_existing=True,
             )
-        finally:
-            _joined.reset(joining)
+        except SQLAlchemyError:
+            log.exception("could not add the job of email %d; the sweep sends it", email.id)
 
     def unschedule_emails(self, email_ids: list[int]) -> None:
         """Remove the jobs of cancelled emails (a job left behind would find nothing to send)."""

@@ -48,20 +48,6 @@ def test_create_with_an_assignee_schedules_one_email_for_them(app, new_issue, bo
     assert jobs() == {f"email-{email.id}": now + delay}
 
 
-def test_an_email_and_its_job_are_stored_together_or_not_at_all(alice, bob):
-    issue = Issue(title="Printer on fire", created_by_id=alice.id, assigned_to_id=bob.id)
-    db.session.add(issue)
-    db.session.flush()
-    email = notifications.assignment_email(issue, bob)
-    db.session.add(email)
-    db.session.flush()
-    scheduler.get().schedule_email(email)
-    assert f"email-{email.id}" not in jobs()  # another connection sees nothing uncommitted
-    db.session.rollback()  # the request failed before its commit
-    assert outbox() == []
-    assert jobs() == {}
-
-
 def test_the_outbox_subject_names_the_new_issue(new_issue):
     issue = new_issue(title="Printer on fire")
     (email,) = outbox()
