@@ -2,12 +2,18 @@
 files when no `MAIL_SERVER` is set."""
 
 import contextlib
+import functools
 import logging
+import random
 import smtplib
+import sys
 import threading
+from collections import defaultdict
+from email import policy
 from email.charset import QP, Charset
+from email.utils import formatdate
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import flask_mail
 import sqlalchemy as sa
@@ -33,11 +39,33 @@ UTF8_QP.body_encoding = QP
 REFUSALS = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError)
 
 
+class Summary(NamedTuple):
+    """What an email says about an issue (attributes, which templates read fastest)."""
+
+    issue_id: str
+    title: str
+    status: str
+    creator: str
+    url: str
+    description: str = ""
+
+
+Digests = dict[int, list[Summary]]
+
+
+class Named(Protocol):
+    """A user, or a row with a user's name columns."""
+
+    username: str
+    first_name: str
+    last_name: str
+
+
 def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def assignment_subject(issue: Issue) -> str:
+def assignment_subject(issue: Issue | sa.Row[Any]) -> str:
     return one_line(f"Issue #{issue.issue_id} assigned to you: {issue.title}")
 
 
@@ -45,55 +73,125 @@ def digest_subject(count: int) -> str:
     return f"Your SIT digest: {count} issues assigned to you"
 
 
-def display_name(user: User) -> str:
+def display_name(user: Named) -> str:
     return one_line(f"{user.first_name} {user.last_name}") or user.username
 
 
-def summary(issue: Issue) -> dict[str, Any]:
-    """What an email says about an issue."""
-    return {
-        "issue_id": issue.issue_id,
-        "title": issue.title,
-        "description": issue.description,
-        "status": STATUS_NAMES[issue.status],
-        "creator": display_name(issue.creator),
-        "url": issue_url(issue.id),
-    }
+def summary(issue: sa.Row[Any], description: str = "") -> Summary:
+    """What an email says about an issue (a row of `issue_facts`)."""
+    status, creator = STATUS_NAMES[issue.status], display_name(issue)
+    return Summary(issue.issue_id, issue.title, status, creator, issue_url(issue.id), description)
 
 
-def message(email: Email, subject: str, template: str, **context: Any) -> flask_mail.Message:
-    """The email as a plain-text and an HTML part (Jinja escapes user text in the HTML)."""
-    context["name"] = display_name(email.recipient)
-    msg = flask_mail.Message(
+def boundary() -> str:
+    """A MIME boundary as the email package makes them. It cannot occur in a quoted-printable
+    body, where every `=` of the text is written `=3D`, so the bodies need no search for it."""
+    return f"{'=' * 15}{random.randrange(sys.maxsize):019d}=="
+
+
+def text_part(subtype: str, text: str) -> str:
+    """A `text/<subtype>` part in UTF-8, quoted-printable (so no line is over 76 characters)."""
+    body = UTF8_QP.body_encode(text).replace("\n", "\r\n")
+    return (
+        f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+        "MIME-Version: 1.0\r\n"
+        "Content-Transfer-Encoding: quoted-printable\r\n"
+        f"\r\n{body}"
+    )
+
+
+@functools.cache
+def from_field(sender: str | tuple[str, str]) -> str:
+    """The From header's value, as Flask-Mail writes it (the same for every message)."""
+    return flask_mail.sanitize_address(sender, UTF8_QP)
+
+
+class Message(flask_mail.Message):
+    """Flask-Mail's message with a plain-text and an HTML body in UTF-8, quoted-printable,
+    written out directly.
+
+    The bytes are those of Flask-Mail's `as_bytes` (multipart/mixed around multipart/alternative,
+    the same headers folded by the same policy) but for the random boundaries: the email
+    package's generator parses each MIME header again whenever it reads one, which took most
+    of the time of building a digest.
+    """
+
+    def header_lines(self) -> bytes:
+        """Subject, From, To, Date, Message-ID and the extra headers, as Flask-Mail sets them."""
+        fields = {
+            "Subject": flask_mail.sanitize_subject(self.subject, UTF8_QP),
+            "From": from_field(self.sender),
+            "To": ", ".join(set(flask_mail.sanitize_addresses(self.recipients, UTF8_QP))),
+            "Date": formatdate(self.date, localtime=True),
+            "Message-ID": self.msgId,
+        } | (self.extra_headers or {})
+        return b"".join(policy.SMTP.fold_binary(name, value) for name, value in fields.items())
+
+    def as_bytes(self) -> bytes:
+        mixed, alternative = boundary(), boundary()
+        head = f'Content-Type: multipart/mixed; boundary="{mixed}"\r\nMIME-Version: 1.0\r\n'
+        body = (
+            f"\r\n--{mixed}\r\n"
+            f'Content-Type: multipart/alternative;\r\n boundary="{alternative}"\r\n'
+            "MIME-Version: 1.0\r\n"
+            f"\r\n--{alternative}\r\n{text_part('plain', self.body or '')}"
+            f"\r\n--{alternative}\r\n{text_part('html', self.html or '')}"
+            f"\r\n--{alternative}--\r\n"
+            f"\r\n--{mixed}--\r\n"
+        )
+        return head.encode() + self.header_lines() + body.encode()
+
+
+def message(row: sa.Row[Any], subject: str, template: str, **context: Any) -> Message:
+    """The email to the row's recipient as a plain-text and an HTML part (Jinja escapes user
+    text in the HTML)."""
+    context["name"] = display_name(row)
+    msg = Message(
         subject=subject,
-        recipients=[email.to_address],
+        recipients=[row.to_address],
         body=render_template(f"email/{template}.txt", **context),
         html=render_template(f"email/{template}.html", **context),
         charset=UTF8_QP,
         extra_headers={"Auto-Submitted": "auto-generated"},
     )
-    msg.msgId = email.message_id
+    msg.msgId = row.message_id
     return msg
 
 
-def digest_issues(user_id: int) -> list[Issue]:
-    """The user's assigned issues, open ones first, then newest first."""
+def issue_facts(*columns: Any) -> sa.Select[Any]:
+    """Issues with what emails tell of them, and their creator's name, plus `columns`."""
+    fields = (Issue.id, Issue.issue_id, Issue.title, Issue.status, *columns)
+    creator = (User.username, User.first_name, User.last_name)
+    return sa.select(*fields, *creator).join(User, Issue.created_by_id == User.id)
+
+
+def digest_issues(user_ids: list[int], connection: sa.Connection) -> Digests:
+    """Each of these users' assigned issues, open ones first, then newest first: one query for
+    a whole batch of digests."""
+    if not user_ids:
+        return {}
     open_first = sa.case((Issue.status == "O", 0), else_=1)
-    query = sa.select(Issue).where(Issue.assigned_to_id == user_id)
-    return list(db.session.scalars(query.order_by(open_first, Issue.created_at.desc(), Issue.id)))
+    query = issue_facts(Issue.assigned_to_id).where(Issue.assigned_to_id.in_(user_ids))
+    query = query.order_by(Issue.assigned_to_id, open_first, Issue.created_at.desc(), Issue.id)
+    issues: Digests = defaultdict(list)
+    for issue in connection.execute(query):
+        issues[issue.assigned_to_id].append(summary(issue))
+    return issues
 
 
-def build(email: Email) -> flask_mail.Message | None:
+def build(row: sa.Row[Any], digests: Digests, connection: sa.Connection) -> Message | None:
     """The message as it reads now; None when there is nothing left to tell."""
-    if email.kind == "assignment":
-        if email.issue is None:  # deleted without going through notifications
+    if row.kind == "assignment":
+        query = issue_facts(Issue.description).where(Issue.id == row.issue_id)
+        issue = connection.execute(query).one_or_none()  # None: deleted
+        if issue is None:
             return None
-        issue = summary(email.issue)
-        return message(email, assignment_subject(email.issue), "assignment", issue=issue)
-    issues = [summary(issue) for issue in digest_issues(email.recipient_id)]
+        facts = summary(issue, issue.description)
+        return message(row, assignment_subject(issue), "assignment", issue=facts)
+    issues = digests.get(row.recipient_id)
     if not issues:
         return None
-    return message(email, digest_subject(len(issues)), "digest", issues=issues)
+    return message(row, digest_subject(len(issues)), "digest", issues=issues)
 
 
 class TimedConnection(flask_mail.Connection):
@@ -155,10 +253,24 @@ def describe(error: Exception) -> str:
     return one_line(f"{type(error).__name__}: {error}")
 
 
+def due(query: sa.Select[Any]) -> sa.Select[Any]:
+    """The next `BATCH` of the query's pending emails that are due, oldest due first."""
+    query = query.where(Email.state == "pending", Email.due_at <= utcnow())
+    return query.order_by(Email.due_at, Email.id).limit(BATCH)
+
+
 def due_emails() -> list[Email]:
-    """The next pending emails that are due, oldest due first."""
-    query = sa.select(Email).where(Email.state == "pending", Email.due_at <= utcnow())
-    return list(db.session.scalars(query.order_by(Email.due_at, Email.id).limit(BATCH)))
+    """The next due emails as ORM objects, to record failed attempts on."""
+    return list(db.session.scalars(due(sa.select(Email))))
+
+
+def due_rows(connection: sa.Connection) -> list[sa.Row[Any]]:
+    """The next due emails as rows with what sending needs (the address, the Message-ID, the
+    recipient's name): no ORM objects to expire and reload after each email's commit."""
+    fields = (Email.id, Email.kind, Email.recipient_id, Email.to_address, Email.issue_id)
+    name = (User.username, User.first_name, User.last_name)
+    query = sa.select(*fields, Email.message_id, *name).join(User, Email.recipient_id == User.id)
+    return list(connection.execute(due(query)))
 
 
 def record_failure(email: Email, reason: str) -> None:
@@ -175,34 +287,64 @@ def record_failure(email: Email, reason: str) -> None:
     )
 
 
+OUTBOX = Email.__table__
+SETTLE = OUTBOX.update().where(OUTBOX.c.id == sa.bindparam("email_id"))
+
+
+def outcome(msg: Message | None) -> dict[str, Any]:
+    """The columns to set once the message was sent, or had nothing left to tell."""
+    if msg is None:
+        return {"state": "cancelled"}
+    return {"state": "sent", "sent_at": utcnow(), "subject": msg.subject}
+
+
+def settle(email_id: int, msg: Message | None, connection: sa.Connection) -> None:
+    """Commit the email's outcome with one UPDATE, built once, on the pass's connection (the one
+    it reads with): no ORM objects to flush, and no session to end, after each email."""
+    connection.execute(SETTLE, {"email_id": email_id, **outcome(msg)})
+    connection.commit()
+
+
+def fail(email_id: int, msg: Message | None, reason: str) -> str:
+    """Commit a failed attempt on the email (with the subject it was tried with); returns the
+    error as recorded."""
+    email = db.session.get_one(Email, email_id)
+    if msg is not None:
+        email.subject = msg.subject
+    record_failure(email, reason)
+    recorded = email.last_error or reason
+    db.session.commit()
+    return recorded
+
+
 class ServerUnavailable(Exception):
     """The SMTP server cannot be reached or will not talk: no message of this pass can go."""
 
 
-def deliver(email: Email, outgoing: Outgoing) -> bool:
-    """Send one email and commit the outcome (never while holding the database's write lock).
+def deliver(
+    row: sa.Row[Any], digests: Digests, outgoing: Outgoing, connection: sa.Connection
+) -> bool:
+    """Build and send one email and commit the outcome (never while holding the database's
+    write lock); returns whether it was sent.
 
     :raise ServerUnavailable: after recording the failure on this email.
     """
+    msg = None
     try:
-        msg = build(email)
-        if msg is None:
-            email.state = "cancelled"
-        else:
-            email.subject = msg.subject
+        msg = build(row, digests, connection)
+        if msg is not None:
             outgoing.send(msg)
-            email.mark_sent(utcnow())
     except REFUSALS as error:
-        record_failure(email, describe(error))
+        fail(row.id, msg, describe(error))
     except (OSError, smtplib.SMTPException) as error:
-        record_failure(email, describe(error))
-        db.session.commit()
-        raise ServerUnavailable(email.last_error) from error
+        raise ServerUnavailable(fail(row.id, msg, describe(error))) from error
     except Exception as error:  # one message that cannot be built must not hold up the others
-        log.exception("email %d could not be built or sent", email.id)
-        record_failure(email, describe(error))
-    db.session.commit()
-    return email.state == "sent"
+        log.exception("email %d could not be built or sent", row.id)
+        fail(row.id, msg, describe(error))
+    else:
+        settle(row.id, msg, connection)
+        return msg is not None
+    return False
 
 
 def postpone_due(reason: str) -> None:
@@ -213,17 +355,25 @@ def postpone_due(reason: str) -> None:
         db.session.commit()
 
 
+def digest_recipients(batch: list[sa.Row[Any]]) -> list[int]:
+    return [row.recipient_id for row in batch if row.kind == "digest"]
+
+
 def deliver_pass() -> int:
-    """One pass over the due emails, on one connection; returns how many were sent."""
+    """One pass over the due emails, on one SMTP connection and one database connection of its
+    own; returns how many were sent."""
     outgoing = Outgoing()
     sent = 0
     try:
-        while batch := due_emails():
-            sent += sum(deliver(email, outgoing) for email in batch)
+        with db.engine.connect() as connection:
+            while batch := due_rows(connection):
+                digests = digest_issues(digest_recipients(batch), connection)
+                sent += sum(deliver(row, digests, outgoing, connection) for row in batch)
     except ServerUnavailable as error:
         postpone_due(str(error))
     finally:
         outgoing.close()
+        db.session.expire_all()  # the outcomes went through another connection than the session's
     return sent
 
 

@@ -1,18 +1,21 @@
 """Building and sending emails to a real SMTP sink: content, timing, digests, retries, files."""
 
+import re
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 
+import flask_mail
 import pytest
 from conftest import outbox
 
-from sit import jobs, mail
+from sit import jobs, mail, notifications
 from sit.extensions import db
 from sit.models import MAX_RETRY_DELAY_SECONDS, Email, Issue
 
 HOSTILE = '<script>alert(1)</script> & "x"'
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &#34;x&#34;"
+LONG_TITLE = ("Ünïcödé " + HOSTILE + " " + "wörd " * 60)[:255]
 
 
 class Clock:
@@ -205,6 +208,61 @@ def test_no_digest_for_a_user_without_issues(mail_to_sink, alice, bob, clock):
     assign(alice, bob, "O", start=clock.now)
     assert jobs.send_digest() == (1, 1)
     assert [r.to for r in mail_to_sink.received] == [["bob@example.com"]]
+
+
+def due_messages():
+    """The messages of the emails due now, as a pass builds them."""
+    with db.engine.connect() as connection:
+        rows = mail.due_rows(connection)
+        digests = mail.digest_issues(mail.digest_recipients(rows), connection)
+        return [mail.build(row, digests, connection) for row in rows]
+
+
+BOUNDARY = re.compile(rb"={15}[0-9]{19}==")
+
+
+def without_boundaries(data):
+    """The message with each MIME boundary replaced by its rank (they are random)."""
+    seen = {}
+    return BOUNDARY.sub(lambda m: b"boundary-%d" % seen.setdefault(m[0], len(seen)), data)
+
+
+def test_messages_are_written_as_flask_mail_writes_them(app, alice, bob, new_issue, clock):
+    new_issue(title=LONG_TITLE, description=f"{HOSTILE}\r\n{'é' * 3000}\rlast line.\n.\n")
+    assign(alice, bob, "O", "C", start=clock.now)
+    notifications.queue_digests()
+    clock.advance(app.config["ASSIGNMENT_EMAIL_DELAY"])
+    messages = due_messages()
+    assert sorted(msg.subject[:4] for msg in messages) == ["Issu", "Your"]
+    for msg in messages:
+        msg.date = clock.now.timestamp()
+        flask_mails = flask_mail.Message.as_bytes(msg)
+        assert without_boundaries(msg.as_bytes()) == without_boundaries(flask_mails)
+
+
+def test_no_line_of_a_long_digest_is_over_998_characters(mail_to_sink, alice, bob, clock):
+    issues = assign(alice, bob, *"O" * 50, start=clock.now)
+    for issue in issues:
+        issue.title = LONG_TITLE
+    db.session.commit()
+    notifications.queue_digests()
+    (msg,) = due_messages()
+    assert max(len(line) for line in msg.as_bytes().split(b"\r\n")) <= 998
+    assert mail.deliver_due() == 1
+    (received,) = mail_to_sink.received
+    assert received.part("plain").count(LONG_TITLE) == 50
+    html = received.part("html")
+    assert html.count(ESCAPED) == 50 and "<script>" not in html
+
+
+def test_a_digest_with_nothing_left_to_tell_is_cancelled(mail_to_sink, alice, bob, clock):
+    (issue,) = assign(alice, bob, "O", start=clock.now)
+    notifications.queue_digests()
+    issue.assigned_to_id = None
+    db.session.commit()
+    assert mail.deliver_due() == 0
+    assert mail_to_sink.received == []
+    assert [(email.kind, email.state) for email in outbox()] == [("digest", "cancelled")]
 
 
 # retries
