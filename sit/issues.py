@@ -65,6 +65,8 @@ LISTED = (
     *(Issue.id, Issue.issue_id, Issue.title, Issue.description, Issue.assigned_to_id),
     *(CREATED_BY.label("created_by"), Issue.status, Issue.created_at, Issue.updated_at),
 )
+# What answering with one issue reads: the listing's columns and the ETag.
+READ_ONE = sa.select(*LISTED, Issue.etag.label("etag")).where(Issue.id == sa.bindparam("pk"))
 
 
 def search(query: IssueQuery, me: Caller) -> sa.Select[Any]:
@@ -133,7 +135,7 @@ def create_issue(json_or_form_data: IssueIn) -> Any:
 @bp.doc(responses=NOT_MODIFIED)
 def get_issue(pk: int) -> Any:
     """Get one issue."""
-    return respond(get_or_404(Issue, pk))
+    return respond(get_or_404(Issue, pk, READ_ONE))
 
 
 @bp.put(ISSUE)
