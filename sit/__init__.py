@@ -38,6 +38,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrations: bool = 
     )
     app.request_class = Request
     app.json.sort_keys = False  # fields in the order the schemas declare them
+    app.json.ensure_ascii = False  # UTF-8, as pydantic-core writes a page of issues
     config.load(app, test_config)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = sqlite.engine_options(
         app.config["SQLALCHEMY_DATABASE_URI"]

@@ -377,6 +377,15 @@ def test_list_sorts(client, as_alice, listing):
     assert ids(client.get("/api/?sort=updated", headers=as_alice))[0] == listing[0]
 
 
+def test_text_comes_back_as_utf_8_from_one_issue_and_a_listing(client, as_alice, new_issue):
+    issue = new_issue(title="Ünïcödé ✓ 問題")
+    for path in (f"/api/{issue['id']}/", "/api/"):
+        response = client.get(path, headers=as_alice)
+        assert response.mimetype == "application/json"
+        assert "Ünïcödé ✓ 問題".encode() in response.data
+        assert response.data.endswith(b"}\n") or response.data.endswith(b"]\n")
+
+
 def test_list_pages_with_link_and_total(client, as_alice, listing):
     response = client.get("/api/?per_page=1&page=2&status=O", headers=as_alice)
     assert len(response.json) == 1
