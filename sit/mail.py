@@ -1,14 +1,18 @@
 """Building and sending emails: the messages, one SMTP connection per pass, retries, and `.eml`
 files when no `MAIL_SERVER` is set."""
 
+import binascii
 import contextlib
 import functools
 import logging
 import random
+import re
 import smtplib
 import sys
 import threading
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from email import policy
 from email.charset import QP, Charset
 from email.utils import formatdate
@@ -34,6 +38,10 @@ STATUS_NAMES = {"O": "open", "C": "closed"}
 # lines over 1,000 characters. Quoted-printable keeps every line short, whatever users wrote.
 UTF8_QP = Charset("utf-8")
 UTF8_QP.body_encoding = QP
+
+# What the email package reads as a line break in a body (`str.splitlines` once every other
+# control character is encoded); quoted-printable text has only `\n` and, in the message, `\r\n`.
+LINE_BREAK = re.compile(r"\r\n?")
 
 # The server answered, and refused this one message: the connection is still good for the next.
 REFUSALS = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError)
@@ -89,15 +97,23 @@ def boundary() -> str:
     return f"{'=' * 15}{random.randrange(sys.maxsize):019d}=="
 
 
-def text_part(subtype: str, text: str) -> str:
+def quoted_printable(text: str) -> bytes:
+    """The text in UTF-8, quoted-printable, with CRLF line breaks, by binascii's C encoder: the
+    same text once decoded as the email package's (pure Python) encoder gives, every line at most
+    76 characters; only some choices of what to escape and where to break lines differ."""
+    lines = LINE_BREAK.sub("\n", text).encode()
+    return binascii.b2a_qp(lines, istext=True).replace(b"\n", b"\r\n")
+
+
+def text_part(subtype: str, text: str) -> bytes:
     """A `text/<subtype>` part in UTF-8, quoted-printable (so no line is over 76 characters)."""
-    body = UTF8_QP.body_encode(text).replace("\n", "\r\n")
-    return (
+    head = (
         f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
         "MIME-Version: 1.0\r\n"
         "Content-Transfer-Encoding: quoted-printable\r\n"
-        f"\r\n{body}"
+        "\r\n"
     )
+    return head.encode() + quoted_printable(text)
 
 
 @functools.cache
@@ -110,10 +126,11 @@ class Message(flask_mail.Message):
     """Flask-Mail's message with a plain-text and an HTML body in UTF-8, quoted-printable,
     written out directly.
 
-    The bytes are those of Flask-Mail's `as_bytes` (multipart/mixed around multipart/alternative,
-    the same headers folded by the same policy) but for the random boundaries: the email
-    package's generator parses each MIME header again whenever it reads one, which took most
-    of the time of building a digest.
+    The message is the one Flask-Mail's `as_bytes` writes (multipart/mixed around
+    multipart/alternative, the same headers folded by the same policy, the same text once
+    decoded) but for the random boundaries and the quoted-printable encoder's choices: the
+    email package's generator parses each MIME header again whenever it reads one, and encodes
+    in pure Python, which took most of the time of building a digest.
     """
 
     def header_lines(self) -> bytes:
@@ -128,18 +145,25 @@ class Message(flask_mail.Message):
         return b"".join(policy.SMTP.fold_binary(name, value) for name, value in fields.items())
 
     def as_bytes(self) -> bytes:
+        return self.written
+
+    @functools.cached_property
+    def written(self) -> bytes:
+        """The message, written once (ahead of its turn, see `Draft`); `date` must be set."""
         mixed, alternative = boundary(), boundary()
         head = f'Content-Type: multipart/mixed; boundary="{mixed}"\r\nMIME-Version: 1.0\r\n'
-        body = (
+        return b"".join((
+            head.encode(),
+            self.header_lines(),
             f"\r\n--{mixed}\r\n"
             f'Content-Type: multipart/alternative;\r\n boundary="{alternative}"\r\n'
             "MIME-Version: 1.0\r\n"
-            f"\r\n--{alternative}\r\n{text_part('plain', self.body or '')}"
-            f"\r\n--{alternative}\r\n{text_part('html', self.html or '')}"
-            f"\r\n--{alternative}--\r\n"
-            f"\r\n--{mixed}--\r\n"
-        )
-        return head.encode() + self.header_lines() + body.encode()
+            f"\r\n--{alternative}\r\n".encode(),
+            text_part("plain", self.body or ""),
+            f"\r\n--{alternative}\r\n".encode(),
+            text_part("html", self.html or ""),
+            f"\r\n--{alternative}--\r\n\r\n--{mixed}--\r\n".encode(),
+        ))  # fmt: skip
 
 
 def message(row: sa.Row[Any], subject: str, template: str, **context: Any) -> Message:
@@ -194,12 +218,68 @@ def build(row: sa.Row[Any], digests: Digests, connection: sa.Connection) -> Mess
     return message(row, digest_subject(len(issues)), "digest", issues=issues)
 
 
+class Draft:
+    """A due email's message, built and written once: ahead of its turn, while the server reads
+    the message before it, or else when its turn comes."""
+
+    def __init__(self, row: sa.Row[Any], digests: Digests, connection: sa.Connection) -> None:
+        self.row, self.digests, self.connection = row, digests, connection
+        self.built = False
+        self.msg: Message | None = None
+        self.error: Exception | None = None
+
+    def build(self) -> None:
+        """Never raises (it may run in the middle of an SMTP exchange): `message` raises it."""
+        if self.built:
+            return
+        self.built = True
+        try:
+            self.msg = build(self.row, self.digests, self.connection)
+            if self.msg is not None:
+                self.msg.date = time.time()  # as Flask-Mail's `send` would, just before
+                self.msg.as_bytes()
+        except Exception as error:
+            self.error = error
+
+    def message(self) -> Message | None:
+        """:raise: what building it raised."""
+        self.build()
+        if self.error is not None:
+            raise self.error
+        return self.msg
+
+
+def nothing() -> None:
+    pass
+
+
+END_OF_DATA = b"\r\n.\r\n"  # what `data` sends last: no line of a message is a lone "."
+
+
+class SMTP(smtplib.SMTP):
+    """smtplib's client, which does `meanwhile` once a message is out, while the server reads it
+    and before its answer is read: building the next message then costs no time of its own."""
+
+    meanwhile: Callable[[], None] = staticmethod(nothing)
+
+    def send(self, s: bytes | str) -> None:
+        super().send(s)
+        if isinstance(s, bytes) and s.endswith(END_OF_DATA):
+            self.meanwhile()
+
+
+class SMTP_SSL(SMTP, smtplib.SMTP_SSL):
+    """The same over TLS from the start (`MAIL_USE_SSL`)."""
+
+
 class TimedConnection(flask_mail.Connection):
     """Flask-Mail's connection with a timeout, so that a silent server cannot hang the runner."""
 
-    def configure_host(self) -> smtplib.SMTP:
+    host: SMTP | None
+
+    def configure_host(self) -> SMTP:
         state = self.mail
-        smtp = smtplib.SMTP_SSL if state.use_ssl else smtplib.SMTP
+        smtp = SMTP_SSL if state.use_ssl else SMTP
         host = smtp(state.server, state.port, timeout=SMTP_TIMEOUT_SECONDS)
         if state.use_tls:
             host.starttls()
@@ -216,16 +296,19 @@ class Outgoing:
         self.state = current_app.extensions["mail"]
         self.connection: TimedConnection | None = None
 
-    def send(self, msg: flask_mail.Message) -> None:
+    def send(self, msg: Message, meanwhile: Callable[[], None]) -> None:
+        """Send the message, doing `meanwhile` while the server reads it."""
         if self.state.server is None:
             self.write_eml(msg)
+            meanwhile()
             return
         if self.connection is None:
             self.connection = TimedConnection(self.state)
             self.connection.host = self.connection.configure_host()
-        self.connection.send(msg)
+        self.connection.host.meanwhile = meanwhile
+        self.connection.send(msg)  # Flask-Mail's own: its checks, signal and reconnections
 
-    def write_eml(self, msg: flask_mail.Message) -> None:
+    def write_eml(self, msg: Message) -> None:
         folder = Path(current_app.instance_path) / "outbox"
         folder.mkdir(exist_ok=True)
         path = folder / f"{msg.msgId.strip('<>')}.eml"
@@ -322,27 +405,26 @@ class ServerUnavailable(Exception):
 
 
 def deliver(
-    row: sa.Row[Any], digests: Digests, outgoing: Outgoing, connection: sa.Connection
+    draft: Draft, following: Draft | None, outgoing: Outgoing, connection: sa.Connection
 ) -> bool:
-    """Build and send one email and commit the outcome (never while holding the database's
-    write lock); returns whether it was sent.
+    """Send one email (building the following one while the server reads it) and commit the
+    outcome (never while holding the database's write lock); returns whether it was sent.
 
     :raise ServerUnavailable: after recording the failure on this email.
     """
-    msg = None
     try:
-        msg = build(row, digests, connection)
+        msg = draft.message()
         if msg is not None:
-            outgoing.send(msg)
+            outgoing.send(msg, following.build if following else nothing)
     except REFUSALS as error:
-        fail(row.id, msg, describe(error))
+        fail(draft.row.id, draft.msg, describe(error))
     except (OSError, smtplib.SMTPException) as error:
-        raise ServerUnavailable(fail(row.id, msg, describe(error))) from error
+        raise ServerUnavailable(fail(draft.row.id, draft.msg, describe(error))) from error
     except Exception as error:  # one message that cannot be built must not hold up the others
-        log.exception("email %d could not be built or sent", row.id)
-        fail(row.id, msg, describe(error))
+        log.exception("email %d could not be built or sent", draft.row.id)
+        fail(draft.row.id, draft.msg, describe(error))
     else:
-        settle(row.id, msg, connection)
+        settle(draft.row.id, msg, connection)
         return msg is not None
     return False
 
@@ -368,7 +450,9 @@ def deliver_pass() -> int:
         with db.engine.connect() as connection:
             while batch := due_rows(connection):
                 digests = digest_issues(digest_recipients(batch), connection)
-                sent += sum(deliver(row, digests, outgoing, connection) for row in batch)
+                drafts = [Draft(row, digests, connection) for row in batch]
+                for draft, following in zip(drafts, [*drafts[1:], None], strict=True):
+                    sent += deliver(draft, following, outgoing, connection)
     except ServerUnavailable as error:
         postpone_due(str(error))
     finally:

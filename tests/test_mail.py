@@ -16,6 +16,13 @@ from sit.models import MAX_RETRY_DELAY_SECONDS, Email, Issue
 HOSTILE = '<script>alert(1)</script> & "x"'
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &#34;x&#34;"
 LONG_TITLE = ("Ünïcödé " + HOSTILE + " " + "wörd " * 60)[:255]
+# What quoted-printable and SMTP must carry through: every kind of line break, long lines of
+# non-ASCII, "=" and what looks like an escape, trailing blanks, and lines that are or start with
+# the end-of-data dot.
+TRICKY = (
+    f"{HOSTILE}\r\n{'é' * 3000}\rtrailing blanks \t\n= and =3D and =\n.\n.leading dot\n"
+    f"{'x' * 75}=\n{'y' * 74}é\n\ttab  \r\n\r\nlast line.\n.\n"
+)
 
 
 class Clock:
@@ -227,8 +234,18 @@ def without_boundaries(data):
     return BOUNDARY.sub(lambda m: b"boundary-%d" % seen.setdefault(m[0], len(seen)), data)
 
 
+def mime_parts(data):
+    """Each part of the message in order: its headers as written (boundaries numbered), preamble,
+    epilogue and decoded body."""
+    message = message_from_bytes(without_boundaries(data), policy=policy.compat32)
+    return [
+        (part.items(), part.preamble, part.epilogue, part.get_payload(decode=True))
+        for part in message.walk()
+    ]
+
+
 def test_messages_are_written_as_flask_mail_writes_them(app, alice, bob, new_issue, clock):
-    new_issue(title=LONG_TITLE, description=f"{HOSTILE}\r\n{'é' * 3000}\rlast line.\n.\n")
+    new_issue(title=LONG_TITLE, description=TRICKY)
     assign(alice, bob, "O", "C", start=clock.now)
     notifications.queue_digests()
     clock.advance(app.config["ASSIGNMENT_EMAIL_DELAY"])
@@ -236,8 +253,30 @@ def test_messages_are_written_as_flask_mail_writes_them(app, alice, bob, new_iss
     assert sorted(msg.subject[:4] for msg in messages) == ["Issu", "Your"]
     for msg in messages:
         msg.date = clock.now.timestamp()
-        flask_mails = flask_mail.Message.as_bytes(msg)
-        assert without_boundaries(msg.as_bytes()) == without_boundaries(flask_mails)
+        ours, flask_mails = msg.as_bytes(), flask_mail.Message.as_bytes(msg)
+        assert mime_parts(ours) == mime_parts(flask_mails)
+        assert len(mime_parts(ours)) == 4  # mixed, alternative, plain, html
+        assert all(len(line) <= 998 for line in ours.split(b"\r\n"))
+        assert b"\r" not in ours.replace(b"\r\n", b"") and b"\n" not in ours.replace(b"\r\n", b"")
+        for part in message_from_bytes(ours, policy=policy.compat32).walk():
+            if not part.is_multipart():
+                assert all(len(line) <= 76 for line in part.get_payload().split("\r\n"))
+
+
+def test_tricky_text_arrives_as_flask_mail_would_send_it(app, mail_to_sink, new_issue, clock):
+    issue = new_issue(title=LONG_TITLE, description=TRICKY)
+    clock.advance(app.config["ASSIGNMENT_EMAIL_DELAY"])
+    (msg,) = due_messages()
+    flask_mails = message_from_bytes(flask_mail.Message.as_bytes(msg), policy=policy.default)
+    assert mail.deliver_due() == 1
+    (received,) = mail_to_sink.received
+    for subtype in ("plain", "html"):
+        expected = flask_mails.get_body(preferencelist=(subtype,)).get_content()
+        assert received.part(subtype) == expected, subtype
+    lines = TRICKY.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    assert "\r\n".join(lines) in received.part("plain")  # each line break arrives as CRLF
+    title = mail.one_line(LONG_TITLE)
+    assert received.subject == f"Issue #{issue['issue_id']} assigned to you: {title}"
 
 
 def test_no_line_of_a_long_digest_is_over_998_characters(mail_to_sink, alice, bob, clock):
