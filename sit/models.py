@@ -168,10 +168,6 @@ class Email(db.Model):
     recipient: Mapped[User] = relationship()
     issue: Mapped[Issue | None] = relationship()
 
-    def mark_sent(self, now: datetime) -> None:
-        self.state = "sent"
-        self.sent_at = now
-
     def mark_failed_attempt(
         self, error: str, now: datetime, first_retry: int, retry_for: int
     ) -> None:
