@@ -52,11 +52,18 @@ def get_own_issue(pk: int) -> Issue:
     return issue
 
 
-def check_assignee(fields: dict[str, Any]) -> None:
-    """:raise 400: `assigned_to` names no user."""
+def named_assignee(fields: dict[str, Any]) -> User | None:
+    """The user `assigned_to` names, if it names one (whom an assignment email would go to).
+
+    :raise 400: `assigned_to` names no user.
+    """
     user_id = fields.get("assigned_to")
-    if user_id is not None and db.session.get(User, user_id) is None:
+    if user_id is None:
+        return None
+    user = db.session.get(User, user_id)
+    if user is None:
         errors.invalid({"assigned_to": [f"there is no user {user_id}"]})
+    return user
 
 
 # What a listing reads of each issue: columns, not ORM objects (a page loads 3 times faster),
@@ -131,12 +138,12 @@ def list_issues(query_data: IssueQuery) -> Any:
 def create_issue(json_or_form_data: IssueIn) -> Any:
     """Create an issue; the caller is its creator."""
     fields = json_or_form_data.model_dump()
-    check_assignee(fields)
+    assignee = named_assignee(fields)
     issue = Issue(created_by_id=token_auth.current_user.id)
     issue.change(fields)
     db.session.add(issue)
-    notifications.save_issue(issue, previous_assignee_id=None)
-    return respond(issue, 201, {"Location": issue_url(issue.id)})
+    notifications.save_issue(issue, previous_assignee_id=None, assignee=assignee)
+    return respond(get_or_404(Issue, issue.id, READ_ONE), 201, {"Location": issue_url(issue.id)})
 
 
 @bp.get(ISSUE)
@@ -180,8 +187,8 @@ def delete_issue(pk: int) -> Any:
 
 def change_issue(pk: int, fields: dict[str, Any]) -> Any:
     issue = get_own_issue(pk)
-    check_assignee(fields)
+    assignee = named_assignee(fields)
     previous_assignee_id = issue.assigned_to_id
     issue.change(fields)
-    notifications.save_issue(issue, previous_assignee_id)
+    notifications.save_issue(issue, previous_assignee_id, assignee)
     return respond(issue)

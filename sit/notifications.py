@@ -46,18 +46,19 @@ def assignment_email(issue: Issue, assignee: User) -> Email:
     )
 
 
-def save_issue(issue: Issue, previous_assignee_id: int | None) -> None:
+def save_issue(issue: Issue, previous_assignee_id: int | None, assignee: User | None) -> None:
     """Commit a new or changed issue with the email it causes, then schedule that email.
 
-    A new assignee gets an email `ASSIGNMENT_EMAIL_DELAY` from now, and any email still pending
-    for the previous one is cancelled. Keeping the assignee schedules nothing.
+    A new assignee (`assignee`, the user the change names, already loaded) gets an email
+    `ASSIGNMENT_EMAIL_DELAY` from now, and any email still pending for the previous one is
+    cancelled. Keeping the assignee schedules nothing.
     """
     email, cancelled = None, []
     if issue.assigned_to_id != previous_assignee_id:
         cancelled = supersede_assignment_email(issue)
     db.session.flush()  # a new issue gets its id and issue_id, which its email names
-    if issue.assigned_to_id not in (None, previous_assignee_id):
-        email = assignment_email(issue, db.session.get(User, issue.assigned_to_id))
+    if assignee is not None and assignee.id != previous_assignee_id:
+        email = assignment_email(issue, assignee)
         db.session.add(email)
     db.session.commit()
     scheduler.get().unschedule_emails(cancelled)
