@@ -4,7 +4,10 @@ Command-line flags and GUNICORN_CMD_ARGS override these; WEB_CONCURRENCY sets th
 """
 
 import os
+import socket
 import sys
+
+from gunicorn import util
 
 bind = "127.0.0.1:8000"
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
@@ -35,3 +38,16 @@ def post_worker_init(worker: object) -> None:
     """Every worker stands by to run the scheduler's jobs; the holder of the runner lock runs
     them, and when it dies another worker takes over (`sit/scheduler.py`)."""
     worker.wsgi.extensions["sit.scheduler"].stand_by()
+
+
+def write_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn answers a request it refuses before any app sees it (a request line over 4 KiB,
+    too large or too many headers, a malformed request) in SIT's one error shape, problem+json,
+    instead of its HTML page. gunicorn has no setting for that page, so this replaces the
+    function that writes it (`gunicorn.util.write_error`, same arguments) in every process."""
+    from sit.errors import http_problem
+
+    util.write_nonblock(sock, http_problem(status_int, reason, mesg))
+
+
+util.write_error = write_error

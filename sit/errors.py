@@ -1,5 +1,6 @@
 """Every error answer is `application/problem+json` (RFC 9457), and it is made here only."""
 
+import json
 from http import HTTPStatus
 from typing import Any, NoReturn
 
@@ -23,12 +24,9 @@ def _message(text: str) -> str:
     return _MESSAGES.get(text, text)
 
 
-def problem(
-    status: int,
-    detail: str,
-    errors: dict[str, list[str]] | None = None,
-    headers: Any = None,
-) -> Response:
+def document(
+    status: int, detail: str, errors: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
@@ -37,11 +35,31 @@ def problem(
     }
     if errors:
         body["errors"] = errors
-    response = current_app.json.response(body)
+    return body
+
+
+def problem(
+    status: int,
+    detail: str,
+    errors: dict[str, list[str]] | None = None,
+    headers: Any = None,
+) -> Response:
+    response = current_app.json.response(document(status, detail, errors))
     response.status_code = status
     response.headers.update(headers or {})
     response.mimetype = PROBLEM_JSON
     return response
+
+
+def http_problem(status: int, reason: str, detail: str) -> bytes:
+    """A whole HTTP response, for a request that never reaches the app: gunicorn refuses it
+    (`gunicorn.conf.py`), e.g. a request line over 4 KiB (414) or too large a header (431)."""
+    body = json.dumps(document(status, detail or reason)).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: {PROBLEM_JSON}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
 
 
 def invalid(errors: dict[str, list[str]]) -> NoReturn:

@@ -1,14 +1,17 @@
 """The real thing: gunicorn with several workers serving SIT on a temporary SQLite database."""
 
+import json
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +151,39 @@ def test_tokens_never_reach_the_server_log(instance: Path) -> None:
     assert log.count('"GET /api/users/me/') == 3, log  # the requests were logged
     signature = token.rsplit(".", 1)[-1]
     assert token not in log and signature not in log and tampered not in log
+
+
+def raw_request(url: str, request: bytes) -> bytes:
+    """Send bytes no HTTP client would, and read the whole answer (the server closes)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_requests_gunicorn_refuses_are_answered_in_problem_json(instance: Path) -> None:
+    """gunicorn refuses these before the app sees them; the answer still has SIT's one shape."""
+    long_line = b"GET /api/?q=" + b"x" * 5000 + b" HTTP/1.1\r\nHost: sit\r\n\r\n"
+    big_header = b"GET /api/ HTTP/1.1\r\nHost: sit\r\nX-Big: " + b"x" * 9000 + b"\r\n\r\n"
+    with gunicorn(instance, workers=1) as server:
+        answers = {
+            414: raw_request(server.url, long_line),
+            431: raw_request(server.url, big_header),
+            400: raw_request(server.url, b"GARBAGE\r\n\r\n"),
+        }
+    details = {414: "Request Line is too large", 431: "headers", 400: "Invalid Request Line"}
+    for status, answer in answers.items():
+        head, body = answer.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        assert lines[0].startswith(f"HTTP/1.1 {status} "), answer
+        assert "Content-Type: application/problem+json" in lines
+        assert f"Content-Length: {len(body)}" in lines
+        problem = json.loads(body)
+        assert problem["status"] == status and problem["title"] == HTTPStatus(status).phrase
+        assert details[status] in problem["detail"], problem
 
 
 def test_workers_share_the_secret_key_generated_at_first_start(instance: Path) -> None:
