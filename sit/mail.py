@@ -69,6 +69,9 @@ class Named(Protocol):
     last_name: str
 
 
+NAME = (User.username, User.first_name, User.last_name)  # a user's columns `Named` reads
+
+
 def one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -185,8 +188,7 @@ def message(row: sa.Row[Any], subject: str, template: str, **context: Any) -> Me
 def issue_facts(*columns: Any) -> sa.Select[Any]:
     """Issues with what emails tell of them, and their creator's name, plus `columns`."""
     fields = (Issue.id, Issue.issue_id, Issue.title, Issue.status, *columns)
-    creator = (User.username, User.first_name, User.last_name)
-    return sa.select(*fields, *creator).join(User, Issue.created_by_id == User.id)
+    return sa.select(*fields, *NAME).join(User, Issue.created_by_id == User.id)
 
 
 def digest_issues(user_ids: list[int], connection: sa.Connection) -> Digests:
@@ -351,8 +353,7 @@ def due_rows(connection: sa.Connection) -> list[sa.Row[Any]]:
     """The next due emails as rows with what sending needs (the address, the Message-ID, the
     recipient's name): no ORM objects to expire and reload after each email's commit."""
     fields = (Email.id, Email.kind, Email.recipient_id, Email.to_address, Email.issue_id)
-    name = (User.username, User.first_name, User.last_name)
-    query = sa.select(*fields, Email.message_id, *name).join(User, Email.recipient_id == User.id)
+    query = sa.select(*fields, Email.message_id, *NAME).join(User, Email.recipient_id == User.id)
     return list(connection.execute(due(query)))
 
 
