@@ -7,7 +7,7 @@ from typing import Any
 
 from apiflask import APIFlask
 from flask import Blueprint, current_app
-from werkzeug.routing import Map
+from werkzeug.routing import Map, Rule
 
 from sit.errors import PROBLEM_JSON
 
@@ -83,6 +83,10 @@ def unavailable() -> dict[str, Any]:
 DOCUMENTED = {"GET", "POST", "PUT", "PATCH", "DELETE"}  # the methods APIFlask documents
 
 
+def documented_methods(rule: Rule) -> set[str]:
+    return DOCUMENTED & set(rule.methods or ())
+
+
 def operation_ids(url_map: Map) -> dict[tuple[str, str], tuple[str, str]]:
     """Each route's operationId, by OpenAPI path and method, with the path it repeats.
 
@@ -94,10 +98,10 @@ def operation_ids(url_map: Map) -> dict[tuple[str, str], tuple[str, str]]:
     found = {}
     for rule in url_map.iter_rules():
         routes = list(url_map.iter_rules(rule.endpoint))
-        methods = DOCUMENTED & {method for route in routes for method in route.methods or ()}
+        methods = set().union(*map(documented_methods, routes))
         view = rule.endpoint.rsplit(".", 1)[-1]
-        for method in methods & set(rule.methods or ()):
-            home = next(route for route in routes if method in (route.methods or ())).rule
+        for method in documented_methods(rule):
+            home = next(route for route in routes if method in documented_methods(route)).rule
             name = f"{view}_{method.lower()}" if len(methods) > 1 else view
             if rule.rule != home:
                 words = re.sub(r"\W+", "_", re.sub(r"<[^>]*>", "", rule.rule)).strip("_")
@@ -107,7 +111,8 @@ def operation_ids(url_map: Map) -> dict[tuple[str, str], tuple[str, str]]:
 
 
 def openapi_path(rule: str) -> str:
-    return re.sub(r"<(?:[^<:]+:)?([^<>]+)>", r"{\1}", rule)
+    """A route's path as APIFlask writes it in the document: `/api/<int:pk>/` is `/api/{pk}/`."""
+    return re.sub(r"<([^<:]+:)?", "{", rule).replace(">", "}")
 
 
 def lead_with_json(body: dict[str, Any], schemas: dict[str, Any]) -> None:
