@@ -1,11 +1,13 @@
 """The OpenAPI document's settings, and the `/docs` page with its assets served by SIT itself."""
 
+import re
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 from apiflask import APIFlask
-from flask import Blueprint
+from flask import Blueprint, current_app
+from werkzeug.routing import Map, Rule
 
 from sit.errors import PROBLEM_JSON
 
@@ -78,17 +80,73 @@ def unavailable() -> dict[str, Any]:
     return response
 
 
+DOCUMENTED = {"GET", "POST", "PUT", "PATCH", "DELETE"}  # the methods APIFlask documents
+
+
+def documented_methods(rule: Rule) -> set[str]:
+    return DOCUMENTED & set(rule.methods or ())
+
+
+def operation_ids(url_map: Map) -> dict[tuple[str, str], tuple[str, str]]:
+    """Each route's operationId, by OpenAPI path and method, with the path it repeats.
+
+    The id is the view's name (`list_issues`), which generated clients name their function
+    after; `_<method>` follows when the view answers several methods (`unsubscribe_post`), and
+    `_at_<path>` on a path other than the one `url_for` builds for the view: `GET /` repeats
+    `GET /api/`, so it is `list_issues_at_root`.
+    """
+    found = {}
+    for rule in url_map.iter_rules():
+        routes = list(url_map.iter_rules(rule.endpoint))
+        methods = set().union(*map(documented_methods, routes))
+        view = rule.endpoint.rsplit(".", 1)[-1]
+        for method in documented_methods(rule):
+            home = next(route for route in routes if method in documented_methods(route)).rule
+            name = f"{view}_{method.lower()}" if len(methods) > 1 else view
+            if rule.rule != home:
+                words = re.sub(r"\W+", "_", re.sub(r"<[^>]*>", "", rule.rule)).strip("_")
+                name += f"_at_{words or 'root'}"
+            found[openapi_path(rule.rule), method.lower()] = (name, openapi_path(home))
+    return found
+
+
+def openapi_path(rule: str) -> str:
+    """A route's path as APIFlask writes it in the document: `/api/<int:pk>/` is `/api/{pk}/`."""
+    return re.sub(r"<([^<:]+:)?", "{", rule).replace(">", "}")
+
+
+def lead_with_json(body: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """`application/json` first, which generators take as the default, and every other media
+    type under a schema name of its own (`IssueInForm`): openapi-python-client tells media types
+    apart by their model's class, so with one class for both it sent a form labelled JSON."""
+    content = body["content"]
+    json_media = content.pop("application/json", None)
+    if json_media is None:
+        return
+    for media in content.values():
+        if "$ref" in media["schema"] and media["schema"] == json_media["schema"]:
+            name = media["schema"]["$ref"].rsplit("/", 1)[1]
+            schemas.setdefault(f"{name}Form", schemas[name] | {"title": f"{name}Form"})
+            media["schema"] = {"$ref": f"#/components/schemas/{name}Form"}
+    body["content"] = {"application/json": json_media, **content}
+
+
 def complete(spec: dict[str, Any]) -> dict[str, Any]:
     """Document what SIT's shared code sends, as it sends it: body errors on every operation
     with a body, 503 on every operation, the headers of 401 and 429, and errors as
-    `application/problem+json`."""
+    `application/problem+json`; and name every operation, and lead with JSON, for generators."""
+    ids = operation_ids(current_app.url_map)
     for path, operations in spec.get("paths", {}).items():
         for method, operation in operations.items():
+            operation["operationId"], home = ids[path, method]
+            if path != home:
+                operation["description"] = f"The same as `{method.upper()} {home}`."
             if path == "/api/{pk}/" and method in CONDITIONS:
                 operation.setdefault("parameters", []).append(conditional(method))
             responses = operation.setdefault("responses", {})
             responses.setdefault("503", unavailable())
             if "requestBody" in operation:
+                lead_with_json(operation["requestBody"], spec["components"]["schemas"])
                 for status, description in BODY_ERRORS.items():
                     responses.setdefault(status, problem(description))
             for status, response in responses.items():

@@ -46,7 +46,7 @@ def test_docs_page_authorizes_and_lists_issues_without_csp_violations(
             page.get_by_role("button", name="Apply credentials").click()
             page.get_by_role("button", name="Close").click()
 
-            operation = page.locator("#operations-Issues-get_api_")  # GET /api/
+            operation = page.locator("#operations-Issues-list_issues")  # GET /api/
             operation.locator(".opblock-summary-control").click()
             operation.get_by_role("button", name="Try it out").click()
             with page.expect_response(f"{server.url}/api/?*") as answer:

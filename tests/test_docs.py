@@ -1,5 +1,6 @@
 """The OpenAPI document and the `/docs` page, served without internet access."""
 
+import json
 import re
 
 import pytest
@@ -17,6 +18,10 @@ API_RULES = [
 ]
 
 
+def documented_path(rule):
+    return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+
+
 @pytest.fixture
 def spec(client):
     response = client.get("/openapi.json")
@@ -31,10 +36,61 @@ def test_document_is_valid_openapi(spec):
 
 def test_every_path_and_method_is_documented(app, spec):
     for rule in app.url_map.iter_rules():
-        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        path = documented_path(rule)
         if path in API_RULES:
             documented = {m.upper() for m in spec["paths"][path]}
             assert rule.methods - {"HEAD", "OPTIONS"} <= documented, path
+
+
+def test_every_operation_is_named_after_its_view(app, spec):
+    """Generated clients name their functions after operationIds: each is its view's name, or
+    that and `_at_<path>` on a path other than the one `url_for` builds (`GET /` for `/api/`)."""
+    named = []
+    for rule in app.url_map.iter_rules():
+        view = rule.endpoint.rsplit(".", 1)[-1]
+        home = documented_path(next(app.url_map.iter_rules(rule.endpoint)))
+        for method, operation in spec["paths"].get(documented_path(rule), {}).items():
+            if method.upper() in rule.methods:
+                alias = "" if documented_path(rule) == home else "_at_[a-z_]+"
+                pattern = f"{view}(_{method})?{alias}"
+                assert re.fullmatch(pattern, operation["operationId"]), (rule, method)
+                named.append(operation["operationId"])
+    everything = [operation for path in spec["paths"].values() for operation in path.values()]
+    assert len(set(named)) == len(named) == len(everything)
+    root, api = spec["paths"]["/"], spec["paths"]["/api/"]
+    assert (api["get"]["operationId"], root["get"]["operationId"]) == (
+        "list_issues",
+        "list_issues_at_root",
+    )
+    assert root["post"]["description"] == "The same as `POST /api/`."
+
+
+def test_a_view_answering_several_methods_names_each(app, client):
+    @app.route("/both/", methods=["GET", "POST"])
+    def both() -> str:
+        return ""
+
+    operations = client.get("/openapi.json").json["paths"]["/both/"]
+    assert {method: operations[method]["operationId"] for method in operations} == {
+        "get": "both_get",
+        "post": "both_post",
+    }
+
+
+def test_every_request_body_leads_with_json_and_gives_each_type_a_schema_of_its_own(spec):
+    """Generators take the first media type as the default; openapi-python-client tells them apart
+    by their schema, so two with one schema make it send a form labelled JSON."""
+    bodies = [
+        operation["requestBody"]["content"]
+        for operations in spec["paths"].values()
+        for operation in operations.values()
+        if "requestBody" in operation
+    ]
+    assert len(bodies) >= 5 and any(len(content) > 1 for content in bodies)
+    for content in bodies:
+        assert next(iter(content)) == "application/json"
+        schemas = [json.dumps(media["schema"], sort_keys=True) for media in content.values()]
+        assert len(set(schemas)) == len(schemas)
 
 
 def test_token_security_scheme_and_errors_as_problem_json(spec):
