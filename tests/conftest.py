@@ -502,7 +502,7 @@ class AuthSink(SmtpSink):
         login = args[-1]
         self.logins.append(login)
         accepted = login == (SMTP_USER.encode(), SMTP_PASSWORD.encode())
-        return AuthResult(success=accepted, handled=False)
+        return AuthResult(success=accepted, handled=False, auth_data=login)
 
     def make_controller(self) -> Controller:
         return WireController(
