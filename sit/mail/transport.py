@@ -64,7 +64,8 @@ class TimedConnection(flask_mail.Connection):
     host: SMTP | None
 
     def configure_host(self) -> SMTP:
-        """:raise: when TLS or the login fails, before any password or message was sent."""
+        """:raise: when TLS does not verify or is not offered (the password not sent), or the
+        login is refused; the connection is closed."""
         state = self.mail
         if state.use_ssl:
             host = SMTP_SSL(
