@@ -1,4 +1,5 @@
-"""Fixtures: `app` → `client`, `runner`; users and their tokens; real gunicorn servers."""
+"""Fixtures: `app` → `client`, `runner`; users and their tokens; real gunicorn servers; SMTP
+sinks (plain, and TLS with AUTH as providers run it); SIT's clock, stopped."""
 
 import itertools
 import os

@@ -93,9 +93,8 @@ def test_a_certificate_that_does_not_verify_gets_nothing(
     assert send_now(app, new_issue, alice, clock, **env) == 0
     errors = postponed_errors(app, clock)  # every due email, as for a server that is down
     assert len(set(errors)) == 1 and len(errors) == 2
-    assert (
-        errors[0].startswith("the SMTP server's certificate did not verify") and says in errors[0]
-    )
+    assert errors[0].startswith("the SMTP server's certificate did not verify (")
+    assert says in errors[0]
     assert_password_never_sent(sink)
     assert sink.commands() == (["EHLO", "STARTTLS"] if tls == "starttls" else [])
 
@@ -106,10 +105,8 @@ def test_a_server_without_starttls_gets_nothing_when_tls_is_asked_for(
     sink = auth_sink("plain", trusted_ca.ca)  # offers AUTH without TLS, and no STARTTLS
     env = sink.env | {"SIT_MAIL_USE_TLS": "true"}
     assert send_now(app, new_issue, alice, clock, **env) == 0
-    assert (
-        postponed_errors(app, clock)
-        == ["SMTPNotSupportedError: STARTTLS extension not supported by server."] * 2
-    )
+    said = "SMTPNotSupportedError: STARTTLS extension not supported by server."
+    assert postponed_errors(app, clock) == [said] * 2
     assert_password_never_sent(sink)
     assert sink.commands() == ["EHLO"]
 
@@ -118,10 +115,8 @@ def test_a_refused_login_sends_no_message(app, auth_sink, trusted_ca, new_issue,
     sink = auth_sink("starttls", trusted_ca.ca)
     env = sink.env | {"SIT_MAIL_CA_FILE": str(trusted_ca.file), "SIT_MAIL_PASSWORD": "wrong"}
     assert send_now(app, new_issue, alice, clock, **env) == 0
-    assert (
-        postponed_errors(app, clock)
-        == ["login refused: 535 5.7.8 Authentication credentials invalid"] * 2
-    )
+    said = "login refused: 535 5.7.8 Authentication credentials invalid"
+    assert postponed_errors(app, clock) == [said] * 2
     assert sink.logins and set(sink.logins) == {(USER, b"wrong")}
     assert sink.received == [] and "MAIL" not in sink.commands()
 
@@ -150,9 +145,5 @@ def test_send_digest_from_the_command_line_over_starttls_and_auth(
     assert result.returncode == 0, result.stderr
     assert "queued 1 digests; sent 1 emails" in result.stdout
     (received,) = sink.received
-    assert (received.to, received.login, received.tls) == (
-        ["bob@example.com"],
-        USER,
-        True,
-    )
+    assert (received.to, received.login, received.tls) == (["bob@example.com"], USER, True)
     assert received.subject == "Your SIT digest: 1 issues assigned to you"
