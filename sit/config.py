@@ -3,6 +3,7 @@
 import os
 import re
 import secrets
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ class Defaults:
     MAIL_USERNAME = None
     MAIL_PASSWORD = None
     MAIL_DEFAULT_SENDER = "SIT <sit@localhost>"
+    MAIL_CA_FILE = None  # CA certificates (PEM) to trust for the SMTP server; else the system's
+    MAIL_TLS_VERIFY = True  # false: the server's certificate and host name go unchecked
     SQLALCHEMY_DATABASE_URI = None  # sqlite:///<instance>/sit.db, filled in by load()
     SECRET_KEY = None  # generated once into <instance>/secret_key, filled in by load()
 
@@ -109,6 +112,20 @@ def parse_sender(value: Any) -> str:
     return value
 
 
+def parse_ca_file(value: Any) -> str | None:
+    """A readable PEM file of CA certificates, or None."""
+    path = parse_optional_text(value)
+    if path is None:
+        return None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except ssl.SSLError:
+        raise ValueError(f"{path!r} holds no PEM certificate") from None
+    except OSError as error:
+        raise ValueError(f"{path!r} cannot be read ({error.strerror})") from None
+    return path
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "ASSIGNMENT_EMAIL_DELAY": parse_duration,
     "DIGEST_INTERVAL": parse_positive_duration,
@@ -124,6 +141,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "MAIL_USERNAME": parse_optional_text,
     "MAIL_PASSWORD": parse_optional_text,
     "MAIL_DEFAULT_SENDER": parse_sender,
+    "MAIL_CA_FILE": parse_ca_file,
+    "MAIL_TLS_VERIFY": parse_bool,
 }
 
 
@@ -147,6 +166,12 @@ def load(app: Flask, overrides: dict[str, Any] | None) -> None:
             raise ConfigError(f"{key}: {error}") from None
     if app.config["MAIL_USE_TLS"] and app.config["MAIL_USE_SSL"]:
         raise ConfigError("MAIL_USE_SSL: choose it or MAIL_USE_TLS (STARTTLS), not both")
+    tls = app.config["MAIL_USE_TLS"] or app.config["MAIL_USE_SSL"]
+    if tls and not app.config["MAIL_TLS_VERIFY"]:
+        app.logger.warning(
+            "MAIL_TLS_VERIFY is false: the SMTP server's certificate and host name are not "
+            "verified, so anyone in between can read MAIL_PASSWORD and every email"
+        )
     if not app.config["SQLALCHEMY_DATABASE_URI"]:
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{Path(app.instance_path) / 'sit.db'}"
     if not app.config["SECRET_KEY"]:

@@ -3,7 +3,8 @@
 import logging
 import threading
 
-from sit import mail, notifications, scheduler
+from sit import notifications, scheduler
+from sit.mail import outbox
 
 log = logging.getLogger(__name__)
 
@@ -13,7 +14,7 @@ _digest_run = threading.Lock()
 def deliver() -> None:
     """Send the emails that are due: each assignment email's job, and the runner's sweep."""
     with scheduler.runner_app().app_context():
-        mail.deliver_due()
+        outbox.deliver_due()
 
 
 def digest() -> None:
@@ -29,6 +30,6 @@ def send_digest() -> tuple[int, int]:
         log.warning("a digest run is still going; this one is skipped")
         return 0, 0
     try:
-        return notifications.queue_digests(), mail.deliver_due()
+        return notifications.queue_digests(), outbox.deliver_due()
     finally:
         _digest_run.release()

@@ -7,10 +7,9 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from flask import current_app
 
-from sit import scheduler
-from sit.clock import utcnow
+from sit import clock, scheduler
 from sit.extensions import db
-from sit.mail import assignment_subject, digest_subject
+from sit.mail.messages import assignment_subject, digest_subject
 from sit.models import Email, Issue, User
 
 DIGEST_BATCH = 1000
@@ -42,7 +41,7 @@ def assignment_email(issue: Issue, assignee: User) -> Email:
         issue=issue,
         subject=assignment_subject(issue),
         message_id=new_message_id(),
-        due_at=utcnow() + delay,
+        due_at=clock.utcnow() + delay,
     )
 
 
@@ -91,7 +90,7 @@ def queue_digests() -> int:
 
     A new run supersedes digests still pending from an earlier one (they would be stale).
     """
-    now = utcnow()
+    now = clock.utcnow()
     stale = (Email.kind == "digest") & (Email.state == "pending")
     db.session.execute(sa.update(Email).where(stale).values(state="cancelled"))
     queued = 0

@@ -1,4 +1,5 @@
-"""Fixtures: `app` → `client`, `runner`; users and their tokens; real gunicorn servers."""
+"""Fixtures: `app` → `client`, `runner`; users and their tokens; real gunicorn servers; SMTP
+sinks (plain, and TLS with AUTH as providers run it); SIT's clock, stopped."""
 
 import itertools
 import os
@@ -6,12 +7,14 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -20,7 +23,9 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy as sa
+import trustme
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from flask_migrate import upgrade
 from sqlalchemy.pool import NullPool
 
@@ -132,14 +137,27 @@ def instance(
     return folder
 
 
+@contextmanager
+def app_context(**env: str) -> Iterator[Any]:
+    """An app built from the instance folder and `SIT_*` variables (`env` among them), as a
+    process builds it, in its context; closed as a process ends."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        app = create_app({"TESTING": True, "PUBLIC_URL": "http://sit.test"})
+    with app.app_context():
+        try:
+            yield app
+        finally:
+            scheduler.get().shutdown()
+            db.session.remove()
+            db.engine.dispose()
+
+
 @pytest.fixture
 def app(instance: Path) -> Iterator[Any]:
-    app = create_app({"TESTING": True, "PUBLIC_URL": "http://sit.test"})
-    with app.app_context():
+    with app_context() as app:
         yield app
-        scheduler.get().shutdown()
-        db.session.remove()
-        db.engine.dispose()
 
 
 @pytest.fixture
@@ -338,6 +356,8 @@ class Received:
     peer: tuple[str, int]  # the client's address: one per SMTP connection
     to: list[str]
     message: EmailMessage
+    login: bytes | None  # who the client logged in as (AUTH), if it did
+    tls: bool  # whether the connection was encrypted (STARTTLS or TLS from the start)
 
     @property
     def subject(self) -> str:
@@ -365,12 +385,18 @@ class SmtpSink:
         if self.refuse:
             return self.refuse
         message = message_from_bytes(envelope.original_content, policy=policy.default)
-        self.received.append(Received(time.time(), session.peer, envelope.rcpt_tos, message))
+        tls = server.transport.get_extra_info("ssl_object") is not None
+        login = session.auth_data.login if session.auth_data else None
+        received = Received(time.time(), session.peer, envelope.rcpt_tos, message, login, tls)
+        self.received.append(received)
         return "250 OK"
 
     def start(self) -> None:
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller = self.make_controller()
         self.controller.start()
+
+    def make_controller(self) -> Controller:
+        return Controller(self, hostname="127.0.0.1", port=self.port)
 
     def stop(self) -> None:
         if self.controller is not None:
@@ -400,3 +426,120 @@ def mail_to_sink(app: Any, smtp: SmtpSink) -> SmtpSink:
     app.config.update(MAIL_SERVER="127.0.0.1", MAIL_PORT=smtp.port)
     mail.init_app(app)
     return smtp
+
+
+class Clock:
+    """SIT's one clock (`sit.clock`), stopped until a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC).replace(microsecond=0)
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    stopped = Clock()
+    monkeypatch.setattr("sit.clock.utcnow", lambda: stopped.now)
+    return stopped
+
+
+# SMTP as providers run it: TLS with a certificate from a CA the tests make, and AUTH.
+
+SMTP_USER = "sit@example.com"
+SMTP_PASSWORD = "app password 16c"
+
+
+@dataclass
+class TrustedCA:
+    """The private CA that SIT is told to trust (MAIL_CA_FILE)."""
+
+    ca: trustme.CA
+    file: Path
+
+
+@pytest.fixture(scope="session")
+def trusted_ca(tmp_path_factory: pytest.TempPathFactory) -> TrustedCA:
+    ca = trustme.CA()
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return TrustedCA(ca, path)
+
+
+class WireSMTP(SMTP):
+    """aiosmtpd's server, which also keeps every byte it reads (decrypted) in its handler's
+    `wire`."""
+
+    def data_received(self, data: bytes) -> None:
+        self.event_handler.wire += data
+        super().data_received(data)
+
+
+class WireController(Controller):
+    def factory(self) -> WireSMTP:
+        return WireSMTP(self.handler, **self.SMTP_kwargs)
+
+
+class AuthSink(SmtpSink):
+    """The SMTP sink as providers run it: AUTH (only SMTP_USER with SMTP_PASSWORD gets in) over
+    STARTTLS (`tls="starttls"`, port 587's way), TLS from the start (`"implicit"`, 465's) or no
+    TLS (`"plain"`, 25's), its certificate for `host` issued by `issuer`.
+
+    It keeps every AUTH attempt (`logins`) and every byte it reads (`wire`), and takes a password
+    without TLS too: only SIT may refuse to send one.
+    """
+
+    def __init__(self, tls: str, issuer: trustme.CA, host: str = "127.0.0.1") -> None:
+        super().__init__()
+        self.tls = tls
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        issuer.issue_cert(host).configure_cert(self.context)
+        self.logins: list[LoginPassword] = []
+        self.wire = b""
+
+    def authenticate(self, *args: Any) -> AuthResult:
+        """aiosmtpd's authenticator: (server, session, envelope, mechanism, login)."""
+        login = args[-1]
+        self.logins.append(login)
+        accepted = login == (SMTP_USER.encode(), SMTP_PASSWORD.encode())
+        return AuthResult(success=accepted, handled=False, auth_data=login)
+
+    def make_controller(self) -> Controller:
+        return WireController(
+            self,
+            hostname="127.0.0.1",
+            port=self.port,
+            ssl_context=self.context if self.tls == "implicit" else None,
+            tls_context=self.context if self.tls == "starttls" else None,
+            authenticator=self.authenticate,
+            auth_require_tls=False,
+        )
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The settings that send SIT's email here, logged in, as users set them (but for
+        MAIL_CA_FILE)."""
+        use = {"starttls": {"SIT_MAIL_USE_TLS": "true"}, "implicit": {"SIT_MAIL_USE_SSL": "true"}}
+        login = {"SIT_MAIL_USERNAME": SMTP_USER, "SIT_MAIL_PASSWORD": SMTP_PASSWORD}
+        return super().env | use.get(self.tls, {}) | login
+
+    def commands(self) -> list[str]:
+        """The SMTP commands it read, in order (their first word)."""
+        return [line.split()[0].decode().upper() for line in self.wire.splitlines() if line]
+
+
+@pytest.fixture
+def auth_sink() -> Iterator[Callable[..., AuthSink]]:
+    """Start an `AuthSink` (its arguments); each is stopped after the test."""
+    sinks: list[AuthSink] = []
+
+    def start(tls: str, issuer: trustme.CA, host: str = "127.0.0.1") -> AuthSink:
+        sink = AuthSink(tls, issuer, host)
+        sink.start()
+        sinks.append(sink)
+        return sink
+
+    yield start
+    for sink in sinks:
+        sink.stop()

@@ -1,5 +1,7 @@
 """Configuration: durations, overrides in order, validation naming the key, the secret key."""
 
+import logging
+import re
 import stat
 
 import pytest
@@ -51,6 +53,7 @@ def test_defaults(instance, monkeypatch):
     assert app.config["TOKEN_MAX_AGE"] == 604800
     assert app.config["PUBLIC_URL"] == "http://127.0.0.1:8000"
     assert app.config["SCHEDULER_ENABLED"] is True
+    assert (app.config["MAIL_CA_FILE"], app.config["MAIL_TLS_VERIFY"]) == (None, True)
     assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{instance / 'sit.db'}"
 
 
@@ -74,6 +77,7 @@ def test_environment_overrides_instance_config(instance, monkeypatch):
         ("TOKEN_MAX_AGE", "x"),
         ("PUBLIC_URL", "sit.example.org"),
         ("SCHEDULER_ENABLED", "perhaps"),
+        ("MAIL_TLS_VERIFY", "perhaps"),
     ],
 )
 def test_bad_values_stop_start_up_naming_the_key(instance, monkeypatch, key, value):
@@ -103,3 +107,48 @@ def test_configured_secret_key_writes_no_file(tmp_path, monkeypatch):
     monkeypatch.setenv("SIT_SECRET_KEY", "from-the-environment")
     assert create_app().config["SECRET_KEY"] == "from-the-environment"
     assert not (tmp_path / "secret_key").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "says"),
+    [
+        ("missing.pem", None, "cannot be read (No such file or directory)"),
+        ("empty.pem", "", "holds no PEM certificate"),
+        ("notes.txt", "not a certificate\n", "holds no PEM certificate"),
+    ],
+)
+def test_a_ca_file_that_cannot_serve_stops_start_up_naming_the_key(
+    instance, monkeypatch, tmp_path, name, text, says
+):
+    path = tmp_path / name
+    if text is not None:
+        path.write_text(text)
+    monkeypatch.setenv("SIT_MAIL_CA_FILE", str(path))
+    with pytest.raises(ConfigError, match=f"^MAIL_CA_FILE: '{path}' {re.escape(says)}$"):
+        create_app()
+
+
+def test_a_ca_file_of_pem_certificates_is_taken(instance, monkeypatch, trusted_ca):
+    monkeypatch.setenv("SIT_MAIL_CA_FILE", str(trusted_ca.file))
+    assert create_app().config["MAIL_CA_FILE"] == str(trusted_ca.file)
+
+
+@pytest.mark.parametrize(
+    ("env", "warned"),
+    [
+        ({"SIT_MAIL_USE_TLS": "true", "SIT_MAIL_TLS_VERIFY": "false"}, True),
+        ({"SIT_MAIL_USE_SSL": "true", "SIT_MAIL_TLS_VERIFY": "off"}, True),
+        ({"SIT_MAIL_USE_TLS": "true"}, False),
+        ({"SIT_MAIL_TLS_VERIFY": "false"}, False),  # no TLS: nothing to verify
+    ],
+)
+def test_turning_tls_verification_off_is_a_warning_at_start(
+    instance, monkeypatch, caplog, env, warned
+):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    verify = create_app().config["MAIL_TLS_VERIFY"]
+    assert verify is ("SIT_MAIL_TLS_VERIFY" not in env)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == warned
+    assert all(w.startswith("MAIL_TLS_VERIFY is false: ") for w in warnings)

@@ -12,9 +12,9 @@ from sit.models import Issue
 
 @pytest.fixture
 def now(app, monkeypatch):
-    """The clock of notifications, stopped (whole seconds: the job store keeps a float)."""
+    """SIT's clock, stopped (whole seconds: the job store keeps a float)."""
     moment = datetime.now(UTC).replace(microsecond=0)
-    monkeypatch.setattr("sit.notifications.utcnow", lambda: moment)
+    monkeypatch.setattr("sit.clock.utcnow", lambda: moment)
     return moment
 
 

@@ -1,0 +1,236 @@
+"""The emails: what each says, its subject, its templates, and the MIME message written once
+with the Message-ID chosen when it was queued."""
+
+import binascii
+import functools
+import random
+import re
+import sys
+from collections import defaultdict
+from email import policy
+from email.charset import QP, Charset
+from email.utils import formatdate
+from typing import Any, NamedTuple, Protocol
+
+import flask_mail
+import sqlalchemy as sa
+from flask import render_template
+
+from sit import clock
+from sit.models import Issue, User
+from sit.schemas import issue_url
+
+STATUS_NAMES = {"O": "open", "C": "closed"}
+
+# Flask-Mail sends UTF-8 bodies as 8-bit text, whose lines may be any length; SMTP servers refuse
+# lines over 1,000 characters. Quoted-printable keeps every line short, whatever users wrote.
+UTF8_QP = Charset("utf-8")
+UTF8_QP.body_encoding = QP
+
+# What the email package reads as a line break in a body (`str.splitlines` once every other
+# control character is encoded); quoted-printable text has only `\n` and, in the message, `\r\n`.
+LINE_BREAK = re.compile(r"\r\n?")
+
+
+class Summary(NamedTuple):
+    """What an email says about an issue (attributes, which templates read fastest)."""
+
+    issue_id: str
+    title: str
+    status: str
+    creator: str
+    url: str
+    description: str = ""
+
+
+Digests = dict[int, list[Summary]]
+
+
+class Named(Protocol):
+    """A user, or a row with a user's name columns."""
+
+    username: str
+    first_name: str
+    last_name: str
+
+
+NAME = (User.username, User.first_name, User.last_name)  # a user's columns `Named` reads
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def assignment_subject(issue: Issue | sa.Row[Any]) -> str:
+    return one_line(f"Issue #{issue.issue_id} assigned to you: {issue.title}")
+
+
+def digest_subject(count: int) -> str:
+    return f"Your SIT digest: {count} issues assigned to you"
+
+
+def display_name(user: Named) -> str:
+    return one_line(f"{user.first_name} {user.last_name}") or user.username
+
+
+def summary(issue: sa.Row[Any], description: str = "") -> Summary:
+    """What an email says about an issue (a row of `issue_facts`)."""
+    status, creator = STATUS_NAMES[issue.status], display_name(issue)
+    return Summary(issue.issue_id, issue.title, status, creator, issue_url(issue.id), description)
+
+
+def boundary() -> str:
+    """A MIME boundary as the email package makes them. It cannot occur in a quoted-printable
+    body, where every `=` of the text is written `=3D`, so the bodies need no search for it."""
+    return f"{'=' * 15}{random.randrange(sys.maxsize):019d}=="
+
+
+def quoted_printable(text: str) -> bytes:
+    """The text in UTF-8, quoted-printable, with CRLF line breaks, by binascii's C encoder: the
+    same text once decoded as the email package's (pure Python) encoder gives, every line at most
+    76 characters; only some choices of what to escape and where to break lines differ."""
+    lines = LINE_BREAK.sub("\n", text).encode()
+    return binascii.b2a_qp(lines, istext=True).replace(b"\n", b"\r\n")
+
+
+def text_part(subtype: str, text: str) -> bytes:
+    """A `text/<subtype>` part in UTF-8, quoted-printable (so no line is over 76 characters)."""
+    head = (
+        f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+        "MIME-Version: 1.0\r\n"
+        "Content-Transfer-Encoding: quoted-printable\r\n"
+        "\r\n"
+    )
+    return head.encode() + quoted_printable(text)
+
+
+@functools.cache
+def from_field(sender: str | tuple[str, str]) -> str:
+    """The From header's value, as Flask-Mail writes it (the same for every message)."""
+    return flask_mail.sanitize_address(sender, UTF8_QP)
+
+
+class Message(flask_mail.Message):
+    """Flask-Mail's message with a plain-text and an HTML body in UTF-8, quoted-printable,
+    written out directly.
+
+    The message is the one Flask-Mail's `as_bytes` writes (multipart/mixed around
+    multipart/alternative, the same headers folded by the same policy, the same text once
+    decoded) but for the random boundaries and the quoted-printable encoder's choices: the
+    email package's generator parses each MIME header again whenever it reads one, and encodes
+    in pure Python, which took most of the time of building a digest.
+    """
+
+    def header_lines(self) -> bytes:
+        """Subject, From, To, Date, Message-ID and the extra headers, as Flask-Mail sets them."""
+        fields = {
+            "Subject": flask_mail.sanitize_subject(self.subject, UTF8_QP),
+            "From": from_field(self.sender),
+            "To": ", ".join(set(flask_mail.sanitize_addresses(self.recipients, UTF8_QP))),
+            "Date": formatdate(self.date, localtime=True),
+            "Message-ID": self.msgId,
+        } | (self.extra_headers or {})
+        return b"".join(policy.SMTP.fold_binary(name, value) for name, value in fields.items())
+
+    def as_bytes(self) -> bytes:
+        return self.written
+
+    @functools.cached_property
+    def written(self) -> bytes:
+        """The message, written once (ahead of its turn, see `Draft`); `date` must be set."""
+        mixed, alternative = boundary(), boundary()
+        head = f'Content-Type: multipart/mixed; boundary="{mixed}"\r\nMIME-Version: 1.0\r\n'
+        return b"".join((
+            head.encode(),
+            self.header_lines(),
+            f"\r\n--{mixed}\r\n"
+            f'Content-Type: multipart/alternative;\r\n boundary="{alternative}"\r\n'
+            "MIME-Version: 1.0\r\n"
+            f"\r\n--{alternative}\r\n".encode(),
+            text_part("plain", self.body or ""),
+            f"\r\n--{alternative}\r\n".encode(),
+            text_part("html", self.html or ""),
+            f"\r\n--{alternative}--\r\n\r\n--{mixed}--\r\n".encode(),
+        ))  # fmt: skip
+
+
+def message(row: sa.Row[Any], subject: str, template: str, **context: Any) -> Message:
+    """The email to the row's recipient as a plain-text and an HTML part (Jinja escapes user
+    text in the HTML)."""
+    context["name"] = display_name(row)
+    msg = Message(
+        subject=subject,
+        recipients=[row.to_address],
+        body=render_template(f"email/{template}.txt", **context),
+        html=render_template(f"email/{template}.html", **context),
+        charset=UTF8_QP,
+        extra_headers={"Auto-Submitted": "auto-generated"},
+    )
+    msg.msgId = row.message_id
+    return msg
+
+
+def issue_facts(*columns: Any) -> sa.Select[Any]:
+    """Issues with what emails tell of them, and their creator's name, plus `columns`."""
+    fields = (Issue.id, Issue.issue_id, Issue.title, Issue.status, *columns)
+    return sa.select(*fields, *NAME).join(User, Issue.created_by_id == User.id)
+
+
+def digest_issues(user_ids: list[int], connection: sa.Connection) -> Digests:
+    """Each of these users' assigned issues, open ones first, then newest first: one query for
+    a whole batch of digests."""
+    if not user_ids:
+        return {}
+    open_first = sa.case((Issue.status == "O", 0), else_=1)
+    query = issue_facts(Issue.assigned_to_id).where(Issue.assigned_to_id.in_(user_ids))
+    query = query.order_by(Issue.assigned_to_id, open_first, Issue.created_at.desc(), Issue.id)
+    issues: Digests = defaultdict(list)
+    for issue in connection.execute(query):
+        issues[issue.assigned_to_id].append(summary(issue))
+    return issues
+
+
+def build(row: sa.Row[Any], digests: Digests, connection: sa.Connection) -> Message | None:
+    """The message as it reads now; None when there is nothing left to tell."""
+    if row.kind == "assignment":
+        query = issue_facts(Issue.description).where(Issue.id == row.issue_id)
+        issue = connection.execute(query).one_or_none()  # None: deleted
+        if issue is None:
+            return None
+        facts = summary(issue, issue.description)
+        return message(row, assignment_subject(issue), "assignment", issue=facts)
+    issues = digests.get(row.recipient_id)
+    if not issues:
+        return None
+    return message(row, digest_subject(len(issues)), "digest", issues=issues)
+
+
+class Draft:
+    """A due email's message, built and written once: ahead of its turn, while the server reads
+    the message before it, or else when its turn comes."""
+
+    def __init__(self, row: sa.Row[Any], digests: Digests, connection: sa.Connection) -> None:
+        self.row, self.digests, self.connection = row, digests, connection
+        self.built = False
+        self.msg: Message | None = None
+        self.error: Exception | None = None
+
+    def build(self) -> None:
+        """Never raises (it may run in the middle of an SMTP exchange): `message` raises it."""
+        if self.built:
+            return
+        self.built = True
+        try:
+            self.msg = build(self.row, self.digests, self.connection)
+            if self.msg is not None:
+                self.msg.date = clock.timestamp()  # as Flask-Mail's `send` would, just before
+                self.msg.as_bytes()
+        except Exception as error:
+            self.error = error
+
+    def message(self) -> Message | None:
+        """:raise: what building it raised."""
+        self.build()
+        if self.error is not None:
+            raise self.error
+        return self.msg

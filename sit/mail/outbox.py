@@ -1,0 +1,164 @@
+"""The outbox pass: the due rows, one SMTP connection for all of them, each outcome committed,
+and retries with back-off when a message or the server fails."""
+
+import logging
+import smtplib
+import threading
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+
+from sit import clock
+from sit.extensions import db
+from sit.mail.messages import NAME, Draft, Message, digest_issues
+from sit.mail.transport import REFUSALS, Outgoing, describe, nothing
+from sit.models import Email, User
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+
+
+def due(query: sa.Select[Any]) -> sa.Select[Any]:
+    """The next `BATCH` of the query's pending emails that are due, oldest due first."""
+    query = query.where(Email.state == "pending", Email.due_at <= clock.utcnow())
+    return query.order_by(Email.due_at, Email.id).limit(BATCH)
+
+
+def due_emails() -> list[Email]:
+    """The next due emails as ORM objects, to record failed attempts on."""
+    return list(db.session.scalars(due(sa.select(Email))))
+
+
+def due_rows(connection: sa.Connection) -> list[sa.Row[Any]]:
+    """The next due emails as rows with what sending needs (the address, the Message-ID, the
+    recipient's name): no ORM objects to expire and reload after each email's commit."""
+    fields = (Email.id, Email.kind, Email.recipient_id, Email.to_address, Email.issue_id)
+    query = sa.select(*fields, Email.message_id, *NAME).join(User, Email.recipient_id == User.id)
+    return list(connection.execute(due(query)))
+
+
+def record_failure(email: Email, reason: str) -> None:
+    config = current_app.config
+    email.mark_failed_attempt(
+        reason, clock.utcnow(), config["EMAIL_RETRY_DELAY"], config["EMAIL_RETRY_FOR"]
+    )
+    log.warning(
+        "email %d to %s failed (attempt %d): %s",
+        email.id,
+        email.to_address,
+        email.attempts,
+        email.last_error,
+    )
+
+
+OUTBOX = Email.__table__
+SETTLE = OUTBOX.update().where(OUTBOX.c.id == sa.bindparam("email_id"))
+
+
+def outcome(msg: Message | None) -> dict[str, Any]:
+    """The columns to set once the message was sent, or had nothing left to tell."""
+    if msg is None:
+        return {"state": "cancelled"}
+    return {"state": "sent", "sent_at": clock.utcnow(), "subject": msg.subject}
+
+
+def settle(email_id: int, msg: Message | None, connection: sa.Connection) -> None:
+    """Commit the email's outcome with one UPDATE, built once, on the pass's connection (the one
+    it reads with): no ORM objects to flush, and no session to end, after each email."""
+    connection.execute(SETTLE, {"email_id": email_id, **outcome(msg)})
+    connection.commit()
+
+
+def fail(email_id: int, msg: Message | None, reason: str) -> str:
+    """Commit a failed attempt on the email (with the subject it was tried with); returns the
+    error as recorded."""
+    email = db.session.get_one(Email, email_id)
+    if msg is not None:
+        email.subject = msg.subject
+    record_failure(email, reason)
+    recorded = email.last_error or reason
+    db.session.commit()
+    return recorded
+
+
+class ServerUnavailable(Exception):
+    """The SMTP server cannot be reached or will not talk: no message of this pass can go."""
+
+
+def deliver(
+    draft: Draft, following: Draft | None, outgoing: Outgoing, connection: sa.Connection
+) -> bool:
+    """Send one email (building the following one while the server reads it) and commit the
+    outcome (never while holding the database's write lock); returns whether it was sent.
+
+    :raise ServerUnavailable: after recording the failure on this email.
+    """
+    try:
+        msg = draft.message()
+        if msg is not None:
+            outgoing.send(msg, following.build if following else nothing)
+    except REFUSALS as error:
+        fail(draft.row.id, draft.msg, describe(error))
+    except (OSError, smtplib.SMTPException) as error:
+        raise ServerUnavailable(fail(draft.row.id, draft.msg, describe(error))) from error
+    except Exception as error:  # one message that cannot be built must not hold up the others
+        log.exception("email %d could not be built or sent", draft.row.id)
+        fail(draft.row.id, draft.msg, describe(error))
+    else:
+        settle(draft.row.id, msg, connection)
+        return msg is not None
+    return False
+
+
+def postpone_due(reason: str) -> None:
+    """The server is unavailable: count a failed attempt on every email that is due."""
+    while batch := due_emails():
+        for email in batch:
+            record_failure(email, reason)
+        db.session.commit()
+
+
+def digest_recipients(batch: list[sa.Row[Any]]) -> list[int]:
+    return [row.recipient_id for row in batch if row.kind == "digest"]
+
+
+def deliver_pass() -> int:
+    """One pass over the due emails, on one SMTP connection and one database connection of its
+    own; returns how many were sent."""
+    outgoing = Outgoing()
+    sent = 0
+    try:
+        with db.engine.connect() as connection:
+            while batch := due_rows(connection):
+                digests = digest_issues(digest_recipients(batch), connection)
+                drafts = [Draft(row, digests, connection) for row in batch]
+                for draft, following in zip(drafts, [*drafts[1:], None], strict=True):
+                    sent += deliver(draft, following, outgoing, connection)
+    except ServerUnavailable as error:
+        postpone_due(str(error))
+    finally:
+        outgoing.close()
+        db.session.expire_all()  # the outcomes went through another connection than the session's
+    return sent
+
+
+_pass = threading.Lock()
+_wanted = threading.Event()
+
+
+def deliver_due() -> int:
+    """Send every pending email that is due; returns how many were sent.
+
+    One pass at a time in this process: a call during a pass makes that pass look once more.
+    """
+    _wanted.set()
+    sent = 0
+    while _wanted.is_set() and _pass.acquire(blocking=False):
+        try:
+            _wanted.clear()
+            sent += deliver_pass()
+        finally:
+            _pass.release()
+    return sent
