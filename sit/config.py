@@ -35,6 +35,7 @@ class Defaults:
     MAIL_USERNAME = None
     MAIL_PASSWORD = None
     MAIL_DEFAULT_SENDER = "SIT <sit@localhost>"
+    METRICS_TOKEN = None  # when set, /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`
     SQLALCHEMY_DATABASE_URI = None  # sqlite:///<instance>/sit.db, filled in by load()
     SECRET_KEY = None  # generated once into <instance>/secret_key, filled in by load()
 
@@ -124,6 +125,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "MAIL_USERNAME": parse_optional_text,
     "MAIL_PASSWORD": parse_optional_text,
     "MAIL_DEFAULT_SENDER": parse_sender,
+    "METRICS_TOKEN": parse_optional_text,
 }
 
 

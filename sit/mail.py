@@ -23,6 +23,7 @@ import flask_mail
 import sqlalchemy as sa
 from flask import current_app, render_template
 
+from sit import metrics
 from sit.clock import utcnow
 from sit.extensions import db
 from sit.models import Email, Issue, User
@@ -353,7 +354,8 @@ def due_rows(connection: sa.Connection) -> list[sa.Row[Any]]:
     """The next due emails as rows with what sending needs (the address, the Message-ID, the
     recipient's name): no ORM objects to expire and reload after each email's commit."""
     fields = (Email.id, Email.kind, Email.recipient_id, Email.to_address, Email.issue_id)
-    query = sa.select(*fields, Email.message_id, *NAME).join(User, Email.recipient_id == User.id)
+    fields += (Email.message_id, Email.due_at)
+    query = sa.select(*fields, *NAME).join(User, Email.recipient_id == User.id)
     return list(connection.execute(due(query)))
 
 
@@ -362,6 +364,7 @@ def record_failure(email: Email, reason: str) -> None:
     email.mark_failed_attempt(
         reason, utcnow(), config["EMAIL_RETRY_DELAY"], config["EMAIL_RETRY_FOR"]
     )
+    metrics.email_failed(email.kind)
     log.warning(
         "email %d to %s failed (attempt %d): %s",
         email.id,
@@ -426,6 +429,8 @@ def deliver(
         fail(draft.row.id, draft.msg, describe(error))
     else:
         settle(draft.row.id, msg, connection)
+        if msg is not None:
+            metrics.email_sent(draft.row)
         return msg is not None
     return False
 
