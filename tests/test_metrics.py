@@ -4,6 +4,7 @@
 import os
 import signal
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -114,20 +115,20 @@ def live_gauge_files(folder: Path, pid: int) -> list[Path]:
     return list(folder.glob(f"gauge_live*_{pid}.db"))
 
 
-def test_three_views_under_gunicorn_healthy_then_during_an_outage(
-    app, instance: Path, tmp_path: Path, smtp
-):
+def metrics_folder(pid: int) -> Path:
+    """The multiprocess folder gunicorn made for its workers: where this worker's files are."""
+    (file,) = Path(tempfile.gettempdir()).glob(f"sit-metrics-*/gauge_livesum_{pid}.db")
+    return file.parent
+
+
+def test_three_views_under_gunicorn_healthy_then_during_an_outage(app, instance: Path, smtp):
     user = create_user("alice", "alice@example.com", "pw")
     alice = bearer(user) | CLOSE
-    folder = tmp_path / "prometheus"
-    folder.mkdir()
-    (folder / "counter_1.db").write_bytes(b"a previous run's")  # emptied at start
     env = {
         **smtp.env,
         "SIT_ASSIGNMENT_EMAIL_DELAY": "0s",
         "SIT_EMAIL_RETRY_DELAY": "1s",
         "SIT_METRICS_TOKEN": TOKEN,
-        "PROMETHEUS_MULTIPROC_DIR": str(folder),
         "GUNICORN_CMD_ARGS": "--access-logformat 'access %(p)s \"%(r)s\"'",
     }
     with gunicorn(instance, 4, **env) as server:
@@ -149,6 +150,7 @@ def test_three_views_under_gunicorn_healthy_then_during_an_outage(
         assert body["delivery"]["runner"]["host"] == socket.gethostname()
         status = flask_cli(instance, "sit", "status")
         assert status.returncode == 0, status.stdout + status.stderr
+        folder = metrics_folder(runner)
 
         # requests spread over the workers, counted once each, whichever worker is scraped
         for _ in range(40):
@@ -202,3 +204,4 @@ def test_three_views_under_gunicorn_healthy_then_during_an_outage(
 
         # the token is required
         assert requests.get(f"{server.url}/metrics", headers=CLOSE).status_code == 401
+    assert not folder.exists()  # gunicorn removed the folder it made when it stopped
