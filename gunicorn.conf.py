@@ -38,7 +38,9 @@ def on_starting(server: object) -> None:
     from sit import create_app
     from sit.config import ConfigError
 
-    for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+    metrics = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    metrics.mkdir(parents=True, exist_ok=True)  # one the operator named may not exist yet
+    for stale in metrics.glob("*.db"):
         stale.unlink()  # a previous run's counts, in a folder the operator named
     try:
         create_app(migrations=False)
