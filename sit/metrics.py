@@ -58,7 +58,7 @@ LATENESS = Histogram(
 WORKERS = Gauge("sit_workers", "gunicorn workers alive", registry=OWN, multiprocess_mode="livesum")
 
 
-class Delivery:
+class DeliveryCollector:
     """The outbox and the runner, read from the database at each scrape (`sit.health.read`)."""
 
     def describe(self) -> list[Metric]:
@@ -84,7 +84,7 @@ class Delivery:
         )
 
 
-DELIVERY = Delivery()
+DELIVERY = DeliveryCollector()
 OWN.register(DELIVERY)
 
 

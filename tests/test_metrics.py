@@ -12,7 +12,7 @@ import requests
 from conftest import bearer, flask_cli, gunicorn, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from sit import mail
+from sit import create_app, mail
 from sit.cli import create_user
 
 TOKEN = "metrics-secret"
@@ -105,6 +105,14 @@ def test_metrics_token_is_required_once_set(app, client, authorization, status):
 
 def test_metrics_need_no_token_when_none_is_set(client):
     assert client.get("/metrics").status_code == 200
+
+
+def test_metrics_still_answer_when_the_database_does_not(app, tmp_path):
+    unreachable = f"sqlite:///{tmp_path}/missing/dir/sit.db"
+    broken = create_app({"SQLALCHEMY_DATABASE_URI": unreachable, "SECRET_KEY": "x"})
+    metrics = scrape(broken.test_client())
+    assert value(metrics, "sit_database_up") == 0
+    assert not any(name in ("sit_runner", "sit_outbox_emails") for name, _ in metrics)
 
 
 # the three views under gunicorn
