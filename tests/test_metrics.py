@@ -2,6 +2,7 @@
 (one server: 4 workers, an SMTP sink, then an SMTP outage and a killed worker)."""
 
 import os
+import runpy
 import signal
 import socket
 import tempfile
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import bearer, flask_cli, gunicorn, wait_until
+from conftest import ROOT, bearer, flask_cli, gunicorn, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from sit import create_app, mail
@@ -213,3 +214,15 @@ def test_three_views_under_gunicorn_healthy_then_during_an_outage(app, instance:
         # the token is required
         assert requests.get(f"{server.url}/metrics", headers=CLOSE).status_code == 401
     assert not folder.exists()  # gunicorn removed the folder it made when it stopped
+
+
+def test_gunicorn_empties_a_metrics_folder_the_operator_named(instance, tmp_path, monkeypatch):
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    (folder / "counter_4711.db").write_bytes(b"a previous run's counts")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+    settings = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    settings["on_starting"](None)
+    assert list(folder.iterdir()) == []
+    settings["on_exit"](None)
+    assert folder.exists()  # not the one gunicorn made: the operator's to keep
