@@ -7,7 +7,20 @@ from typing import Any
 
 from apiflask import APIFlask
 
-from sit import auth, cli, config, docs, errors, health, issues, scheduler, security, sqlite, users
+from sit import (
+    auth,
+    cli,
+    config,
+    docs,
+    errors,
+    health,
+    issues,
+    metrics,
+    scheduler,
+    security,
+    sqlite,
+    users,
+)
 from sit.extensions import db
 from sit.extensions import mail as flask_mail  # not to shadow the module sit.mail
 from sit.schemas import Request, check_body_type
@@ -56,6 +69,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrations: bool = 
         sqlite.tune(db.engine)
         scheduler.init_app(app)
 
+    metrics.init_app(app)  # first: its timer starts before any other hook
     errors.init_app(app)
     docs.init_app(app)
     security.init_app(app)

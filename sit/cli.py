@@ -12,7 +12,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
-from sit import demo, jobs, scheduler
+from sit import demo, health, jobs, scheduler
 from sit.auth import issue_token
 from sit.config import parse_positive_duration
 from sit.extensions import db
@@ -47,11 +47,18 @@ class OneLineErrors(AppGroup):
         except click.UsageError as error:
             raise one_line(error) from None
         except SQLAlchemyError as error:
-            message = str(getattr(error, "orig", None) or error).splitlines()[0]
-            # "no such table" (SQLite) and "relation does not exist" (PostgreSQL) land here
-            schema = isinstance(error, OperationalError | ProgrammingError)
-            hint = " (did `flask db upgrade` run?)" if schema else ""
-            raise click.ClickException(f"database: {message}{hint}") from None
+            raise database_error(error) from None
+
+
+def database_error(error: SQLAlchemyError, exit_code: int = 1) -> click.ClickException:
+    """The database's complaint in one line."""
+    message = str(getattr(error, "orig", None) or error).splitlines()[0]
+    # "no such table" (SQLite) and "relation does not exist" (PostgreSQL) land here
+    schema = isinstance(error, OperationalError | ProgrammingError)
+    hint = " (did `flask db upgrade` run?)" if schema else ""
+    short = click.ClickException(f"database: {message}{hint}")
+    short.exit_code = exit_code
+    return short
 
 
 sit = OneLineErrors("sit", help="Manage SIT's users, tokens, emails and demo data.")
@@ -258,6 +265,35 @@ def outbox_command(state: str | None, limit: int) -> None:
     ]
     header = ("id", "state", "due/sent (UTC)", "recipient", "attempts", "last error", "subject")
     print_table(header, rows)
+
+
+def describe(delivery: health.Delivery) -> list[str]:
+    """How delivery stands, a line for each fact `/healthz` gives."""
+    runner = delivery.runner
+    seen = f"{runner.host} pid {runner.pid}, since {when(runner.since)} UTC" if runner else None
+    facts = {
+        "status": delivery.status,
+        "database": "ok",
+        "runner": seen or f"none seen in the last {health.SEEN_SECONDS} s",
+        "pending": delivery.pending,
+        "retrying": delivery.retrying,
+        "overdue": delivery.overdue,
+        "failed": delivery.failed,
+        "last error": delivery.last_error or "-",
+    }
+    return [f"{name + ':':<12}{value}" for name, value in facts.items()]
+
+
+@sit.command("status")
+@click.pass_context
+def status_command(ctx: click.Context) -> None:
+    """Print how email delivery stands; exit 0 healthy, 1 degraded, 2 database unreachable."""
+    try:
+        delivery = health.read()
+    except SQLAlchemyError as error:
+        raise database_error(error, exit_code=2) from None
+    click.echo("\n".join(describe(delivery)))
+    ctx.exit(0 if delivery.status == "ok" else 1)
 
 
 def init_app(app: Flask) -> None:

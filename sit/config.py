@@ -38,6 +38,7 @@ class Defaults:
     MAIL_DEFAULT_SENDER = "SIT <sit@localhost>"
     MAIL_CA_FILE = None  # CA certificates (PEM) to trust for the SMTP server; else the system's
     MAIL_TLS_VERIFY = True  # false: the server's certificate and host name go unchecked
+    METRICS_TOKEN = None  # when set, /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`
     SQLALCHEMY_DATABASE_URI = None  # sqlite:///<instance>/sit.db, filled in by load()
     SECRET_KEY = None  # generated once into <instance>/secret_key, filled in by load()
 
@@ -143,6 +144,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "MAIL_DEFAULT_SENDER": parse_sender,
     "MAIL_CA_FILE": parse_ca_file,
     "MAIL_TLS_VERIFY": parse_bool,
+    "METRICS_TOKEN": parse_optional_text,
 }
 
 

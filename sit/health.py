@@ -1,24 +1,115 @@
-"""`/healthz`: can this process reach its database."""
+"""How the database and email delivery stand: one reading, shared by `/healthz`, `flask sit
+status` and `/metrics`; and the runner's heartbeat, which makes the runner visible to every
+worker on every host (it is a row in the shared database)."""
 
-from typing import Any
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from apiflask import APIBlueprint
 from sqlalchemy.exc import SQLAlchemyError
 
+from sit import clock
 from sit.extensions import db
+from sit.models import Email, Runner
 from sit.schemas import HealthOut
 
 bp = APIBlueprint("health", __name__, tag="Health")
+
+HEARTBEAT_SECONDS = 2  # how often the runner writes its row
+SEEN_SECONDS = 10  # a runner whose row is older is not seen
+OVERDUE_SECONDS = 60  # a pending email due longer ago than this, never tried, is overdue
+THE_RUNNER = Runner.__table__.c
+
+
+@dataclass(frozen=True)
+class RunnerSeen:
+    host: str
+    pid: int
+    since: datetime
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How email delivery stands, as the database says now."""
+
+    runner: RunnerSeen | None  # None: none seen in the last SEEN_SECONDS
+    pending: int  # waiting to be sent
+    retrying: int  # of those, with at least one failed attempt
+    overdue: int  # of those, due over OVERDUE_SECONDS ago and never tried
+    failed: int  # given up on
+    last_error: str | None  # the latest failed attempt's error, while any email is retrying
+
+    @property
+    def status(self) -> Literal["ok", "degraded"]:
+        healthy = self.runner is not None and not self.retrying and not self.overdue
+        return "ok" if healthy else "degraded"
+
+
+def read() -> Delivery:
+    """Read how delivery stands (three small queries on indexed columns).
+
+    :raise SQLAlchemyError: the database cannot be reached (or has no schema yet).
+    """
+    now = clock.utcnow()
+    pending, retrying = Email.state == "pending", Email.attempts >= 1
+    long_due = Email.due_at < now - timedelta(seconds=OVERDUE_SECONDS)
+    overdue = pending & (Email.attempts == 0) & long_due
+    counts = db.session.execute(
+        sa.select(
+            sa.func.count().filter(pending),
+            sa.func.count().filter(pending & retrying),
+            sa.func.count().filter(overdue),
+            sa.func.count().filter(Email.state == "failed"),
+        ).where(Email.state.in_(("pending", "failed")))
+    ).one()
+    last_error = db.session.scalar(
+        sa.select(Email.last_error)
+        .where(pending, retrying)
+        .order_by(Email.last_error_at.desc(), Email.id.desc())
+        .limit(1)
+    )
+    return Delivery(runner_seen(now), *counts, last_error=last_error)
+
+
+def runner_seen(now: datetime) -> RunnerSeen | None:
+    """The runner, if its heartbeat is recent."""
+    row = db.session.execute(
+        sa.select(Runner.host, Runner.pid, Runner.since).where(
+            Runner.seen_at >= now - timedelta(seconds=SEEN_SECONDS)
+        )
+    ).one_or_none()
+    return RunnerSeen(*row) if row else None
+
+
+def beat(host: str, pid: int, since: datetime) -> None:
+    """The runner says it runs the jobs, now: a job of its own, so it says so only while its
+    scheduler really runs jobs."""
+    values = {"host": host, "pid": pid, "since": since, "seen_at": clock.utcnow()}
+    db.session.execute(sa.update(Runner).where(THE_RUNNER.id == 1).values(values))
+    db.session.commit()
+
+
+def forget(host: str, pid: int) -> None:
+    """The runner steps down: clear the row, if it still names this process."""
+    mine = (THE_RUNNER.host == host) & (THE_RUNNER.pid == pid)
+    cleared = dict.fromkeys(("host", "pid", "since", "seen_at"))
+    db.session.execute(sa.update(Runner).where(mine).values(cleared))
+    db.session.commit()
+
+
+def as_json(delivery: Delivery) -> dict[str, Any]:
+    return {"status": delivery.status, "database": "ok", "delivery": asdict(delivery)}
 
 
 @bp.get("/healthz")
 @bp.output(HealthOut)
 @bp.doc(responses={503: "The database is unreachable"})
 def health() -> Any:
-    """Report whether the database answers; no token needed."""
+    """Report whether the database answers and how email delivery stands; no token needed."""
     try:
-        db.session.execute(sa.text("SELECT 1"))
+        delivery = read()
     except SQLAlchemyError:
-        return {"status": "unavailable", "database": "unavailable"}, 503
-    return {"status": "ok", "database": "ok"}
+        return {"status": "unavailable", "database": "unavailable", "delivery": None}, 503
+    return as_json(delivery)

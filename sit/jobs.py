@@ -2,8 +2,9 @@
 
 import logging
 import threading
+from datetime import datetime
 
-from sit import notifications, scheduler
+from sit import health, notifications, scheduler
 from sit.mail import outbox
 
 log = logging.getLogger(__name__)
@@ -15,6 +16,12 @@ def deliver() -> None:
     """Send the emails that are due: each assignment email's job, and the runner's sweep."""
     with scheduler.runner_app().app_context():
         outbox.deliver_due()
+
+
+def heartbeat(host: str, pid: int, since: datetime) -> None:
+    """The runner's heartbeat: a job, so the runner is seen only while its jobs run."""
+    with scheduler.runner_app().app_context():
+        health.beat(host, pid, since)
 
 
 def digest() -> None:

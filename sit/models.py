@@ -1,4 +1,5 @@
-"""The data: users, issues, failed logins and the outbox. Models change themselves; never commit."""
+"""The data: users, issues, failed logins, the outbox and the runner's heartbeat. Models change
+themselves; never commit."""
 
 import functools
 import secrets
@@ -164,6 +165,7 @@ class Email(db.Model):
     attempts: Mapped[int] = mapped_column(default=0)
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(sa.Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # its failed attempt
 
     recipient: Mapped[User] = relationship()
     issue: Mapped[Issue | None] = relationship()
@@ -175,9 +177,23 @@ class Email(db.Model):
         or give up once it has been failing for `retry_for` seconds."""
         self.attempts += 1
         self.last_error = error[:500]
+        self.last_error_at = now
         self.failing_since = self.failing_since or now
         if now - self.failing_since >= timedelta(seconds=retry_for):
             self.state = "failed"
         else:
             delay = min(first_retry * 2 ** (self.attempts - 1), MAX_RETRY_DELAY_SECONDS)
             self.due_at = now + timedelta(seconds=delay)
+
+
+class Runner(db.Model):
+    """The one row saying which process runs the jobs: written by that process every few
+    seconds (`sit.health.beat`), read by every worker on every host (`sit.health.read`)."""
+
+    __tablename__ = "runner"
+
+    id: Mapped[int] = mapped_column(primary_key=True)  # always 1: migration 0003 adds the row
+    host: Mapped[str | None] = mapped_column(sa.String(255))
+    pid: Mapped[int | None] = mapped_column()
+    since: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when it took over
+    seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # its latest heartbeat

@@ -7,6 +7,8 @@ workers, see `gunicorn.conf.py`) also stand by for the runner lock. The one that
 - makes sure the digest's interval job exists, without postponing a run that is due;
 - resumes its scheduler, which runs every due job, however long the server was down
   (`misfire_grace_time=None`), once (`coalesce=True`), never overlapping (`max_instances=1`);
+- writes its heartbeat row every `health.HEARTBEAT_SECONDS`, from a job, so that every worker on
+  every host sees which process runs the jobs, and only while its scheduler really runs them;
 - runs a sweep every `SWEEP_SECONDS`: it sends due emails that no job would send (retries, and an
   email whose job was never added because its process died between the commit and `add_job`),
   and, being a job, wakes the scheduler, which then sees the jobs other processes added
@@ -22,6 +24,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import socket
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +41,7 @@ from flask import Flask, current_app
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from sit import clock, health
 from sit.extensions import db
 from sit.models import Email
 
@@ -50,6 +54,8 @@ CHECK_SECONDS = 1  # how often the runner makes sure it still holds the lock
 # Stored jobs name their functions by these strings: keep them when moving code.
 DELIVER = "sit.jobs:deliver"
 DIGEST = "sit.jobs:digest"
+HEARTBEAT = "sit.jobs:heartbeat"
+LOCAL_JOBS = ("sweep", "heartbeat")  # the runner's own, in its memory
 
 
 class RunnerLock(Protocol):
@@ -266,12 +272,33 @@ class Scheduler:
             if self.aps.state == STATE_RUNNING:
                 self.aps.pause()
                 log.warning("process %d no longer runs SIT's jobs", os.getpid())
-            with contextlib.suppress(JobLookupError):
-                self.aps.remove_job("sweep", jobstore="local")
+            for job_id in LOCAL_JOBS:
+                with contextlib.suppress(JobLookupError):
+                    self.aps.remove_job(job_id, jobstore="local")
+            self.forget()
         self.lock.release()
+
+    def forget(self) -> None:
+        """Clear the heartbeat row if it names this process: no runner is seen until the next
+        one beats (at once when another process is waiting for the lock)."""
+        try:
+            with self.app.app_context():
+                health.forget(socket.gethostname(), os.getpid())
+        except SQLAlchemyError as error:  # the database is gone: the row ages out in 10 s
+            log.warning("could not clear the runner's heartbeat row: %s", error)
 
     def take_over(self) -> None:
         self.ensure_digest_job()
+        self.aps.add_job(
+            HEARTBEAT,
+            "interval",
+            seconds=health.HEARTBEAT_SECONDS,
+            args=(socket.gethostname(), os.getpid(), clock.utcnow()),
+            id="heartbeat",
+            jobstore="local",
+            next_run_time=datetime.now(UTC),  # seen at once
+            replace_existing=True,
+        )
         self.aps.add_job(
             DELIVER,
             "interval",

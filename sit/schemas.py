@@ -198,9 +198,32 @@ class TokenOut(Output):
     expires_in: int = Field(description="Seconds until the token expires")
 
 
+class RunnerOut(Output):
+    host: str
+    pid: int
+    since: Timestamp = Field(description="When it took over the jobs")
+
+
+class DeliveryOut(Output):
+    runner: RunnerOut | None = Field(
+        description="The process that runs the jobs, on whichever host; null when none has been "
+        "seen in the last 10 seconds"
+    )
+    pending: int = Field(description="Emails waiting to be sent")
+    retrying: int = Field(description="Pending emails with at least one failed attempt")
+    overdue: int = Field(description="Pending emails due over 60 seconds ago, never tried")
+    failed: int = Field(description="Emails given up on")
+    last_error: str | None = Field(
+        description="The latest failed attempt's error, while any email is retrying"
+    )
+
+
 class HealthOut(Output):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="degraded: no runner, or an email is retrying or overdue"
+    )
     database: Literal["ok", "unavailable"]
+    delivery: DeliveryOut | None = Field(description="null when the database is unavailable")
 
 
 class PageHeaders(BaseModel):

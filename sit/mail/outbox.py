@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
-from sit import clock
+from sit import clock, metrics
 from sit.extensions import db
 from sit.mail.messages import NAME, Draft, Message, digest_issues
 from sit.mail.transport import REFUSALS, Outgoing, describe, nothing
@@ -35,7 +35,8 @@ def due_rows(connection: sa.Connection) -> list[sa.Row[Any]]:
     """The next due emails as rows with what sending needs (the address, the Message-ID, the
     recipient's name): no ORM objects to expire and reload after each email's commit."""
     fields = (Email.id, Email.kind, Email.recipient_id, Email.to_address, Email.issue_id)
-    query = sa.select(*fields, Email.message_id, *NAME).join(User, Email.recipient_id == User.id)
+    fields += (Email.message_id, Email.due_at)
+    query = sa.select(*fields, *NAME).join(User, Email.recipient_id == User.id)
     return list(connection.execute(due(query)))
 
 
@@ -44,6 +45,7 @@ def record_failure(email: Email, reason: str) -> None:
     email.mark_failed_attempt(
         reason, clock.utcnow(), config["EMAIL_RETRY_DELAY"], config["EMAIL_RETRY_FOR"]
     )
+    metrics.email_failed(email.kind)
     log.warning(
         "email %d to %s failed (attempt %d): %s",
         email.id,
@@ -108,6 +110,8 @@ def deliver(
         fail(draft.row.id, draft.msg, describe(error))
     else:
         settle(draft.row.id, msg, connection)
+        if msg is not None:
+            metrics.email_sent(draft.row)
         return msg is not None
     return False
 
