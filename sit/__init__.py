@@ -7,7 +7,20 @@ from typing import Any
 
 from apiflask import APIFlask
 
-from sit import auth, cli, config, docs, errors, health, issues, scheduler, security, sqlite, users
+from sit import (
+    auth,
+    cli,
+    config,
+    docs,
+    errors,
+    health,
+    issues,
+    scheduler,
+    security,
+    sqlite,
+    unsubscribe,
+    users,
+)
 from sit.extensions import db
 from sit.extensions import mail as flask_mail  # not to shadow the module sit.mail
 from sit.schemas import Request, check_body_type
@@ -65,5 +78,6 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrations: bool = 
     app.register_blueprint(issues.bp)
     app.register_blueprint(users.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(unsubscribe.bp)
     cli.init_app(app)
     return app

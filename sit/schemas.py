@@ -1,5 +1,6 @@
 """Input and output shapes, one set per resource; they also write the OpenAPI document."""
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from sit.models import MAX_ID
@@ -66,12 +68,34 @@ def _nul_free(value: str) -> str:
 # PostgreSQL's text columns cannot hold NUL, so no text SIT stores or looks up may contain it.
 NUL_FREE = (AfterValidator(_nul_free), Field(json_schema_extra={"pattern": r"^[^\x00]*$"}))
 
+
+def matching(pattern: str, message: str) -> tuple[Any, ...]:
+    """A check that the whole text matches `pattern` (failing with `message`), and the pattern
+    in the OpenAPI document."""
+    regex = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not regex.fullmatch(value):
+            raise PydanticCustomError("pattern", message)
+        return value
+
+    return AfterValidator(check), Field(json_schema_extra={"pattern": pattern})
+
+
+USERNAME = r"^[\w.@+-]{1,150}$"
+EMAIL = r"^[^@\s\x00]+@[^@\s\x00]+$"
+
 Status = Annotated[Literal["O", "C"], BeforeValidator(_status)]
 Text = Annotated[str, *NUL_FREE]
 Title = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), *NUL_FREE
 ]
 Line = Annotated[str, StringConstraints(max_length=150), *NUL_FREE]  # a username, words to find
+Username = Annotated[str, *matching(USERNAME, "1-150 letters, digits and @ . + - _")]
+EmailAddress = Annotated[
+    str, StringConstraints(max_length=254), *matching(EMAIL, "not an email address")
+]
+NewPassword = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
 DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
 UserRef = Annotated[DbId | None, BeforeValidator(_user_ref)]
 Timestamp = Annotated[  # UTC, to the second: 2026-11-24T09:30:00Z
@@ -83,6 +107,11 @@ Timestamp = Annotated[  # UTC, to the second: 2026-11-24T09:30:00Z
 def issue_url(pk: int) -> str:
     """An issue's address under `PUBLIC_URL`, never under the request's Host header."""
     return f"{current_app.config['PUBLIC_URL']}/api/{pk}/"
+
+
+def user_url(pk: int) -> str:
+    """A user's address under `PUBLIC_URL`, as `issue_url`."""
+    return f"{current_app.config['PUBLIC_URL']}/api/users/{pk}/"
 
 
 class WritableIssue(BaseModel):
@@ -181,7 +210,74 @@ class UserOut(Output):
 
 
 class MeOut(UserOut):
+    """A user as they see themself, and as admins see every user."""
+
     email: str
+    is_admin: bool
+    active: bool
+    notify_assignments: bool
+    notify_digest: bool
+
+
+class NewUserOut(MeOut):
+    password: str | None = Field(
+        default=None,
+        description="The password made up for the user, shown this once; null when you gave one",
+    )
+
+
+class NewUser(BaseModel):
+    """Also what `flask sit create-user` checks its arguments against."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: Username
+    email: EmailAddress
+    first_name: Line = ""
+    last_name: Line = ""
+    password: NewPassword | None = Field(
+        default=None, description="At least 8 characters; made up (and answered) when left out"
+    )
+    is_admin: bool = False
+
+
+class MePatch(BaseModel):
+    """Only the fields given change; none may be null, any other field is an error."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_defaults)
+
+    first_name: Line | SkipJsonSchema[None] = None
+    last_name: Line | SkipJsonSchema[None] = None
+    email: EmailAddress | SkipJsonSchema[None] = None
+    notify_assignments: bool | SkipJsonSchema[None] = Field(
+        default=None, description="Email me when an issue is assigned to me"
+    )
+    notify_digest: bool | SkipJsonSchema[None] = Field(
+        default=None, description="Email me the digest of the issues assigned to me"
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may not be null")
+        return value
+
+
+class UserPatch(MePatch):
+    """What an admin may change of any user."""
+
+    is_admin: bool | SkipJsonSchema[None] = None
+    active: bool | SkipJsonSchema[None] = Field(
+        default=None, description="false: the user can no longer sign in nor be assigned"
+    )
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str
+    new_password: NewPassword
 
 
 class Credentials(BaseModel):
@@ -214,3 +310,7 @@ class IssueHeaders(BaseModel):
 
 class CreatedHeaders(IssueHeaders):
     location: str = Field(alias="Location", description="The new issue's URL")
+
+
+class UserCreatedHeaders(BaseModel):
+    location: str = Field(alias="Location", description="The new user's URL")
