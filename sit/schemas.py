@@ -24,6 +24,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
+from sit import errors
 from sit.models import MAX_ID
 
 STATUS_ALIASES = {"o": "O", "open": "O", "c": "C", "closed": "C"}
@@ -39,7 +40,9 @@ class Request(flask.Request):
 
 
 def check_body_type() -> None:
-    """:raise 415: a request body that is neither JSON nor a form."""
+    """:raise 415: a request body that is neither JSON nor a form.
+    :raise 400: a JSON body that is not an object (`null` would otherwise pass as `{}`).
+    """
     if request.method not in BODY_METHODS:
         return
     has_body = request.content_length or request.headers.get("Transfer-Encoding")
@@ -47,6 +50,8 @@ def check_body_type() -> None:
         raise UnsupportedMediaType(
             f"Send the body as application/json or form-encoded, not {request.mimetype!r}."
         )
+    if has_body and request.is_json and not isinstance(request.get_json(), dict):
+        errors.invalid({"body": ["must be a JSON object or a form"]})
 
 
 def _status(value: Any) -> Any:

@@ -379,3 +379,11 @@ def test_reactivating_revives_no_old_token(client, deactivated_bob, as_bob, as_r
     assert "revoked" in response.json["detail"]
     login = client.post("/get-token/", data={"username": "bob", "password": PASSWORD})
     assert login.status_code == 200
+
+
+@pytest.mark.parametrize("body", ["null", "[]", "false", '"x"', "0"])
+def test_a_json_body_that_is_not_an_object_is_400(client, as_alice, alice, body):
+    headers = as_alice | {"Content-Type": "application/json"}
+    response = client.patch("/api/users/me/", data=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json["errors"] == {"body": ["must be a JSON object or a form"]}
