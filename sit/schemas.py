@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import flask
-from flask import current_app, request
+from flask import current_app, has_request_context, request
 from pydantic import (
     AfterValidator,
     AliasChoices,
@@ -64,6 +64,20 @@ def _user_ref(value: Any) -> Any:
     return None if value == "" else value
 
 
+FORM_FLAGS = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}
+
+
+def _flag(value: Any) -> Any:
+    """JSON's true and false; in a form, which has no booleans, their names (or a checkbox's
+    `on`, or 1 and 0). Nothing else: lax pydantic would also take JSON's 0 or "yes"."""
+    in_form = has_request_context() and not request.is_json
+    if isinstance(value, str) and in_form and value.lower() in FORM_FLAGS:
+        return FORM_FLAGS[value.lower()]
+    if not isinstance(value, bool):
+        raise PydanticCustomError("bool_type", "must be true or false")
+    return value
+
+
 def _nul_free(value: str) -> str:
     if "\x00" in value:
         raise ValueError("may not contain NUL characters")
@@ -91,6 +105,7 @@ USERNAME = r"^[\w.@+-]{1,150}$"
 EMAIL = r"^[^@\s\x00]+@[^@\s\x00]+$"
 
 Status = Annotated[Literal["O", "C"], BeforeValidator(_status)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
 Text = Annotated[str, *NUL_FREE]
 Title = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), *NUL_FREE
@@ -243,7 +258,7 @@ class NewUser(BaseModel):
     password: NewPassword | None = Field(
         default=None, description="At least 8 characters; made up (and answered) when left out"
     )
-    is_admin: bool = False
+    is_admin: Flag = False
 
 
 class MePatch(BaseModel):
@@ -254,10 +269,10 @@ class MePatch(BaseModel):
     first_name: Line | SkipJsonSchema[None] = None
     last_name: Line | SkipJsonSchema[None] = None
     email: EmailAddress | SkipJsonSchema[None] = None
-    notify_assignments: bool | SkipJsonSchema[None] = Field(
+    notify_assignments: Flag | SkipJsonSchema[None] = Field(
         default=None, description="Email me when an issue is assigned to me"
     )
-    notify_digest: bool | SkipJsonSchema[None] = Field(
+    notify_digest: Flag | SkipJsonSchema[None] = Field(
         default=None, description="Email me the digest of the issues assigned to me"
     )
 
@@ -272,8 +287,8 @@ class MePatch(BaseModel):
 class UserPatch(MePatch):
     """What an admin may change of any user."""
 
-    is_admin: bool | SkipJsonSchema[None] = None
-    active: bool | SkipJsonSchema[None] = Field(
+    is_admin: Flag | SkipJsonSchema[None] = None
+    active: Flag | SkipJsonSchema[None] = Field(
         default=None, description="false: the user can no longer sign in nor be assigned"
     )
 
