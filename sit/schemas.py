@@ -64,15 +64,15 @@ def _user_ref(value: Any) -> Any:
     return None if value == "" else value
 
 
-FORM_FLAGS = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}
+FORM_FLAGS = {"true": True, "false": False}
 
 
 def _flag(value: Any) -> Any:
-    """JSON's true and false; in a form, which has no booleans, their names (or a checkbox's
-    `on`, or 1 and 0). Nothing else: lax pydantic would also take JSON's 0 or "yes"."""
+    """JSON's true and false, or in a form (which has no booleans) their names; nothing else
+    (lax pydantic would also take 0, "yes" or "on")."""
     in_form = has_request_context() and not request.is_json
-    if isinstance(value, str) and in_form and value.lower() in FORM_FLAGS:
-        return FORM_FLAGS[value.lower()]
+    if isinstance(value, str) and in_form and value in FORM_FLAGS:
+        return FORM_FLAGS[value]
     if not isinstance(value, bool):
         raise PydanticCustomError("bool_type", "must be true or false")
     return value
