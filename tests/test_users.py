@@ -346,6 +346,8 @@ def test_a_deactivated_user_cannot_get_a_token(client, deactivated_bob):
     wrong = client.post("/get-token/", data={"username": "bob", "password": "guess"})
     assert wrong.status_code == 401
     assert wrong.json["detail"] == "Wrong username or password."
+    failures = sa.select(sa.func.count()).where(LoginFailure.username == "bob")
+    assert db.session.scalar(failures) == 2  # the right password counted too
 
 
 def test_a_deactivated_user_is_not_listed_but_still_shown(client, deactivated_bob, as_alice):
