@@ -141,7 +141,8 @@ def seconds_until_allowed(username: str) -> int:
 
 def check_password(username: str, password: str) -> User | None:
     """The user, if the password is theirs, counted by the login throttle: a wrong password
-    stays counted as a failed login for the username, a right one clears its count.
+    stays counted as a failed login for the username, a right one clears its count (unless the
+    account is deactivated: that login fails too).
 
     :raise 429: 10 failed logins for this username within 5 minutes (the attempt is not counted).
     """
@@ -153,7 +154,7 @@ def check_password(username: str, password: str) -> User | None:
         message = f"Too many failed logins for this username; try again in {wait} s."
         abort(429, message, headers={"Retry-After": str(wait)})
     user = authenticate(username, password)
-    if user is not None:
+    if user is not None and user.active:
         db.session.execute(sa.delete(LoginFailure).where(LoginFailure.username == username))
         db.session.commit()
     return user

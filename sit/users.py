@@ -38,7 +38,7 @@ CHANGE_ERRORS = {
 }
 
 
-def shown(user: User | sa.Row[Any]) -> UserOut:
+def shown(user: User) -> UserOut:
     """The user as the caller may see them: the account's fields only to themselves and admins."""
     me = token_auth.current_user
     return (MeOut if me.is_admin or me.id == user.id else UserOut).model_validate(user)
