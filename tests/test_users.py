@@ -1,8 +1,12 @@
 """People: who can be assigned, your own account and password, and admins managing users."""
 
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
 import pytest
 import sqlalchemy as sa
-from conftest import PASSWORD, bearer
+from conftest import PASSWORD, bearer, wait_until, waiting_on
+from sqlalchemy.pool import NullPool
 
 from sit.accounts import create_user
 from sit.auth import THROTTLE_LIMIT
@@ -395,3 +399,33 @@ def test_a_json_body_that_is_not_an_object_is_400(client, as_alice, alice, body)
     response = client.patch("/api/users/me/", data=body, headers=headers)
     assert response.status_code == 400
     assert response.json["errors"] == {"body": ["must be a JSON object or a form"]}
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one(postgres_db, instance, app, client):
+    """On PostgreSQL, where two requests really run at once: the second waits for the first's
+    lock on the active admins, then sees it is the last one."""
+    root = create_user("root", "root@example.com", PASSWORD, is_admin=True)
+    alice = create_user("alice", "alice@example.com", PASSWORD, is_admin=True)
+    as_root = bearer(root)
+    other_request = sa.create_engine(postgres_db, poolclass=NullPool)
+    try:
+        with other_request.connect() as connection, ThreadPoolExecutor(1) as pool:
+            # alice's request demoting root, between its lock and its commit
+            admins = sa.select(User.id).where(User.is_admin, User.active).with_for_update()
+            connection.execute(admins).all()
+            connection.execute(sa.update(User).where(User.id == root.id).values(is_admin=False))
+            # root's request demoting alice, in a thread: it has to wait
+            url, body = f"/api/users/{alice.id}/", {"is_admin": False}
+            demote_alice = pool.submit(client.patch, url, json=body, headers=as_root)
+            wait_until(partial(waiting_on, connection), 30, "root's request to wait")
+            connection.commit()
+            response = demote_alice.result(timeout=30)
+        assert response.status_code == 409, response.json
+        assert [user.username for user in admins_now()] == ["alice"]
+    finally:
+        other_request.dispose()
+
+
+def admins_now():
+    db.session.rollback()
+    return db.session.scalars(sa.select(User).where(User.is_admin, User.active)).all()
