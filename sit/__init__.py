@@ -19,6 +19,7 @@ from sit import (
     scheduler,
     security,
     sqlite,
+    unsubscribe,
     users,
 )
 from sit.extensions import db
@@ -79,5 +80,6 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrations: bool = 
     app.register_blueprint(issues.bp)
     app.register_blueprint(users.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(unsubscribe.bp)
     cli.init_app(app)
     return app

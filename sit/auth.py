@@ -30,10 +30,15 @@ class Caller:
 
     id: int
     username: str
+    is_admin: bool
 
 
 # The one lookup an authenticated request makes for its caller: a Core row, not an ORM object.
-CALLER = sa.select(User.username, User.token_generation).where(User.id == sa.bindparam("id"))
+CALLER = sa.select(User.username, User.token_generation, User.active, User.is_admin).where(
+    User.id == sa.bindparam("id")
+)
+DEACTIVATED = "This account has been deactivated; an admin can reactivate it."
+ASK_BASIC = {"WWW-Authenticate": 'Basic realm="SIT"'}
 
 
 @functools.cache
@@ -54,8 +59,9 @@ def issue_token(user: User, expires_in: int) -> str:
 def caller_for_token(token: str) -> Caller | None:
     """The caller a token proves, or None, with the reason left in `g.token_problem`.
 
-    The user's current token generation is read on every request, so a revocation (a new
-    password, `flask sit revoke-tokens`) applies at once in every process.
+    The user's current token generation and activity are read on every request, so a
+    revocation (a new password, `flask sit revoke-tokens`) or a deactivation applies at once in
+    every process.
     """
     try:
         claims: Any = serializer().loads(token)
@@ -67,10 +73,13 @@ def caller_for_token(token: str) -> Caller | None:
         g.token_problem = "The access token has expired; get a new one from /get-token/."
         return None
     row = db.session.connection().execute(CALLER, {"id": user_id}).one_or_none()
+    if row is not None and not row.active:
+        g.token_problem = DEACTIVATED
+        return None
     if row is None or row.token_generation != generation:
         g.token_problem = "The access token has been revoked; get a new one from /get-token/."
         return None
-    return Caller(user_id, row.username)
+    return Caller(user_id, row.username, row.is_admin)
 
 
 @token_auth.verify_token
@@ -130,11 +139,12 @@ def seconds_until_allowed(username: str) -> int:
     return max(1, math.ceil((oldest_counted + THROTTLE_WINDOW - now).total_seconds()))
 
 
-def log_in(username: str, password: str) -> User:
-    """The user, when the password is theirs and the username is not throttled.
+def check_password(username: str, password: str) -> User | None:
+    """The user, if the password is theirs, counted by the login throttle: a wrong password
+    stays counted as a failed login for the username, a right one clears its count (unless the
+    account is deactivated: that login fails too).
 
     :raise 429: 10 failed logins for this username within 5 minutes (the attempt is not counted).
-    :raise 401: wrong username or password (the attempt stays counted).
     """
     attempt = claim_attempt(username)
     wait = seconds_until_allowed(username)
@@ -144,11 +154,32 @@ def log_in(username: str, password: str) -> User:
         message = f"Too many failed logins for this username; try again in {wait} s."
         abort(429, message, headers={"Retry-After": str(wait)})
     user = authenticate(username, password)
-    if user is None:
-        abort(401, "Wrong username or password.", headers={"WWW-Authenticate": 'Basic realm="SIT"'})
-    db.session.execute(sa.delete(LoginFailure).where(LoginFailure.username == username))
-    db.session.commit()
+    if user is not None and user.active:
+        db.session.execute(sa.delete(LoginFailure).where(LoginFailure.username == username))
+        db.session.commit()
     return user
+
+
+def log_in(username: str, password: str) -> User:
+    """The active user, when the password is theirs and the username is not throttled.
+
+    :raise 429: 10 failed logins for this username within 5 minutes (the attempt is not counted).
+    :raise 401: wrong username or password (the attempt stays counted), or, only to whoever
+        knows the password, a deactivated account.
+    """
+    user = check_password(username, password)
+    if user is None:
+        abort(401, "Wrong username or password.", headers=ASK_BASIC)
+    if not user.active:
+        abort(401, DEACTIVATED, headers=ASK_BASIC)
+    return user
+
+
+def token_answer(user: User) -> dict[str, Any]:
+    """What `/get-token/` answers: a new token for the user, in two names, and its lifetime."""
+    expires_in = current_app.config["TOKEN_MAX_AGE"]
+    token = issue_token(user, expires_in)
+    return {"token": token, "access_token": token, "token_type": "Bearer", "expires_in": expires_in}
 
 
 def credentials(body: Credentials) -> tuple[str, str]:
@@ -182,7 +213,4 @@ def credentials(body: Credentials) -> tuple[str, str]:
 )
 def get_token(json_or_form_data: Credentials) -> dict[str, Any]:
     """Get an access token for a username and password (form, JSON or HTTP Basic)."""
-    user = log_in(*credentials(json_or_form_data))
-    expires_in = current_app.config["TOKEN_MAX_AGE"]
-    token = issue_token(user, expires_in)
-    return {"token": token, "access_token": token, "token_type": "Bearer", "expires_in": expires_in}
+    return token_answer(log_in(*credentials(json_or_form_data)))

@@ -1,7 +1,5 @@
 """`flask sit ...`: thin commands around plain functions; bad input is one line on stderr."""
 
-import re
-import secrets
 import sys
 from typing import Any
 
@@ -10,17 +8,16 @@ import sqlalchemy as sa
 from click.exceptions import NoArgsIsHelpError
 from flask import Flask, current_app
 from flask.cli import AppGroup
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
 from sit import demo, health, jobs, scheduler
+from sit.accounts import UsernameTaken, create_user, random_password
 from sit.auth import issue_token
 from sit.config import parse_positive_duration
 from sit.extensions import db
 from sit.models import Email, User
-
-USERNAME = re.compile(r"[\w.@+-]{1,150}")
-EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
-NAME_MAX = 150
+from sit.schemas import NewUser
 
 
 def one_line(error: click.UsageError) -> click.ClickException:
@@ -100,41 +97,28 @@ def ask_password() -> str:
 
 
 def check_new_user(username: str, email: str, first_name: str = "", last_name: str = "") -> None:
-    """Check a new user's fields before anything is asked or written.
+    """Check a new user's fields, as `POST /api/users/` does, before anything is asked or written.
 
     :raise ClickException: naming the first field that is wrong.
     """
-    if not USERNAME.fullmatch(username):
-        raise click.ClickException("username: 1-150 letters, digits and @ . + - _")
-    if not EMAIL.fullmatch(email) or len(email) > 254:
-        raise click.ClickException(f"email: {email!r} is not an email address")
-    if len(first_name) > NAME_MAX or len(last_name) > NAME_MAX:
-        raise click.ClickException(f"first and last name: at most {NAME_MAX} characters each")
+    try:
+        NewUser(username=username, email=email, first_name=first_name, last_name=last_name)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise click.ClickException(f"{first['loc'][0]}: {first['msg']}") from None
     if db.session.scalar(sa.select(User.id).where(User.username == username)):
         raise click.ClickException(f"username: {username!r} is taken")
 
 
-def create_user(
-    username: str, email: str, password: str, first_name: str = "", last_name: str = ""
-) -> User:
-    """Add a user, or raise ClickException naming what is wrong (and write nothing)."""
-    check_new_user(username, email, first_name, last_name)
-    user = User(username=username, email=email, first_name=first_name, last_name=last_name)
-    user.set_password(require_password(password))
-    db.session.add(user)
-    db.session.commit()
-    return user
-
-
 def create_first_user() -> str | None:
-    """`admin` with a random password, when there is no user yet; returns that password."""
+    """`admin`, an admin with a random password, when there is no user yet; returns that
+    password."""
     if db.session.scalar(sa.select(User.id).limit(1)) is not None:
         return None
-    password = secrets.token_urlsafe(12)
+    password = random_password()
     try:
-        create_user("admin", "admin@localhost", password)
-    except IntegrityError:  # another host, started at the same moment, made it first
-        db.session.rollback()
+        create_user("admin", "admin@localhost", password, is_admin=True)
+    except UsernameTaken:  # another host, started at the same moment, made it first
         return None
     return password
 
@@ -145,19 +129,29 @@ def create_first_user() -> str | None:
 @click.option("--first-name", default="")
 @click.option("--last-name", default="")
 @click.option("--password", help="Asked for (twice) when left out.")
+@click.option("--admin", is_flag=True, help="An admin: may create, change and deactivate users.")
 def create_user_command(
-    username: str, email: str, first_name: str, last_name: str, password: str | None
+    username: str,
+    email: str,
+    first_name: str,
+    last_name: str,
+    password: str | None,
+    admin: bool,
 ) -> None:
     """Add a user who can sign in and be assigned issues."""
     check_new_user(username, email, first_name, last_name)
-    password = ask_password() if password is None else password
-    user = create_user(username, email, password, first_name, last_name)
-    click.echo(f"created user {user.username} (id {user.id})")
+    password = require_password(ask_password() if password is None else password)
+    try:
+        user = create_user(username, email, password, first_name, last_name, is_admin=admin)
+    except UsernameTaken as error:  # taken since the check above
+        raise click.ClickException(str(error)) from None
+    role = "admin" if admin else "user"
+    click.echo(f"created {role} {user.username} (id {user.id})")
 
 
 @sit.command("first-user")
 def first_user_command() -> None:
-    """Create `admin` with a random password (printed once) if the database has no user."""
+    """Create the admin `admin` with a random password (printed once) if there is no user."""
     password = create_first_user()
     if password:
         click.echo(f"created the first user: admin / {password}  (shown once; keep it)")
@@ -202,7 +196,7 @@ def set_password_command(username: str, password: str | None) -> None:
 @click.option("--password", help="The demo users' password; random if left out.")
 def seed_demo_command(users: int, issues: int, password: str | None) -> None:
     """Add demo users demo1... and issues assigned among them (no emails are scheduled)."""
-    password = require_password(secrets.token_urlsafe(12) if password is None else password)
+    password = require_password(random_password() if password is None else password)
     demo.refuse_if_seeded(users)  # before the progress bar draws anything
     with click.progressbar(length=users + issues, label="seeding", file=sys.stderr) as bar:
         demo.seed(users, issues, password, progress=bar.update)

@@ -52,10 +52,13 @@ def get_own_issue(pk: int) -> Issue:
     return issue
 
 
-def named_assignee(fields: dict[str, Any]) -> User | None:
+def named_assignee(fields: dict[str, Any], holder_id: int | None = None) -> User | None:
     """The user `assigned_to` names, if it names one (whom an assignment email would go to).
 
-    :raise 400: `assigned_to` names no user.
+    A deactivated user cannot be assigned, but stays on the issues they hold: `holder_id`, the
+    issue's assignee so far, may be named again (a `PUT` of the issue as it was read).
+
+    :raise 400: `assigned_to` names no user, or a deactivated one who does not hold the issue.
     """
     user_id = fields.get("assigned_to")
     if user_id is None:
@@ -63,6 +66,8 @@ def named_assignee(fields: dict[str, Any]) -> User | None:
     user = db.session.get(User, user_id)
     if user is None:
         errors.invalid({"assigned_to": [f"there is no user {user_id}"]})
+    if not user.active and user_id != holder_id:
+        errors.invalid({"assigned_to": [f"user {user_id} is deactivated"]})
     return user
 
 
@@ -187,7 +192,7 @@ def delete_issue(pk: int) -> Any:
 
 def change_issue(pk: int, fields: dict[str, Any]) -> Any:
     issue = get_own_issue(pk)
-    assignee = named_assignee(fields)
+    assignee = named_assignee(fields, issue.assigned_to_id)
     previous_assignee_id = issue.assigned_to_id
     issue.change(fields)
     notifications.save_issue(issue, previous_assignee_id, assignee)

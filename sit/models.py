@@ -18,6 +18,8 @@ from sit.extensions import db
 MAX_ID = 2**31 - 1  # the largest id an Integer column holds on both databases (int4 on PostgreSQL)
 STATUSES = ("O", "C")
 MAX_RETRY_DELAY_SECONDS = 3600
+# Each kind of email, and the user's column that turns it on or off.
+NOTIFY = {"assignment": "notify_assignments", "digest": "notify_digest"}
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -43,6 +45,22 @@ class User(db.Model):
     last_name: Mapped[str] = mapped_column(sa.String(150), default="")
     password_hash: Mapped[str] = mapped_column(sa.String(255))
     token_generation: Mapped[int] = mapped_column(default=0)
+    is_admin: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    active: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    notify_assignments: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    notify_digest: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+
+    def change(self, fields: dict[str, Any]) -> None:
+        """Set the given fields; deactivating also revokes every token, so that reactivating
+        the account later revives none of them."""
+        for name, value in fields.items():
+            setattr(self, name, value)
+        if fields.get("active") is False:
+            self.revoke_tokens()
+
+    def unsubscribe(self, kind: str) -> None:
+        """Turn one kind of email (a key of `NOTIFY`) off."""
+        setattr(self, NOTIFY[kind], False)
 
     def set_password(self, password: str) -> None:
         """Store a scrypt hash; tokens issued under the old password stop working."""

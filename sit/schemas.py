@@ -1,10 +1,11 @@
 """Input and output shapes, one set per resource; they also write the OpenAPI document."""
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import flask
-from flask import current_app, request
+from flask import current_app, has_request_context, request
 from pydantic import (
     AfterValidator,
     AliasChoices,
@@ -20,8 +21,10 @@ from pydantic import (
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
+from sit import errors
 from sit.models import MAX_ID
 
 STATUS_ALIASES = {"o": "O", "open": "O", "c": "C", "closed": "C"}
@@ -37,7 +40,9 @@ class Request(flask.Request):
 
 
 def check_body_type() -> None:
-    """:raise 415: a request body that is neither JSON nor a form."""
+    """:raise 415: a request body that is neither JSON nor a form.
+    :raise 400: a JSON body that is not an object (`null` would otherwise pass as `{}`).
+    """
     if request.method not in BODY_METHODS:
         return
     has_body = request.content_length or request.headers.get("Transfer-Encoding")
@@ -45,6 +50,8 @@ def check_body_type() -> None:
         raise UnsupportedMediaType(
             f"Send the body as application/json or form-encoded, not {request.mimetype!r}."
         )
+    if has_body and request.is_json and not isinstance(request.get_json(), dict):
+        errors.invalid({"body": ["must be a JSON object or a form"]})
 
 
 def _status(value: Any) -> Any:
@@ -57,6 +64,20 @@ def _user_ref(value: Any) -> Any:
     return None if value == "" else value
 
 
+FORM_FLAGS = {"true": True, "false": False}
+
+
+def _flag(value: Any) -> Any:
+    """JSON's true and false, or in a form (which has no booleans) their names; nothing else
+    (lax pydantic would also take 0, "yes" or "on")."""
+    in_form = has_request_context() and not request.is_json
+    if isinstance(value, str) and in_form and value in FORM_FLAGS:
+        return FORM_FLAGS[value]
+    if not isinstance(value, bool):
+        raise PydanticCustomError("bool_type", "must be true or false")
+    return value
+
+
 def _nul_free(value: str) -> str:
     if "\x00" in value:
         raise ValueError("may not contain NUL characters")
@@ -66,12 +87,35 @@ def _nul_free(value: str) -> str:
 # PostgreSQL's text columns cannot hold NUL, so no text SIT stores or looks up may contain it.
 NUL_FREE = (AfterValidator(_nul_free), Field(json_schema_extra={"pattern": r"^[^\x00]*$"}))
 
+
+def matching(pattern: str, message: str) -> tuple[Any, ...]:
+    """A check that the whole text matches `pattern` (failing with `message`), and the pattern
+    in the OpenAPI document."""
+    regex = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not regex.fullmatch(value):
+            raise PydanticCustomError("pattern", message)
+        return value
+
+    return AfterValidator(check), Field(json_schema_extra={"pattern": pattern})
+
+
+USERNAME = r"^[\w.@+-]{1,150}$"
+EMAIL = r"^[^@\s\x00]+@[^@\s\x00]+$"
+
 Status = Annotated[Literal["O", "C"], BeforeValidator(_status)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
 Text = Annotated[str, *NUL_FREE]
 Title = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), *NUL_FREE
 ]
 Line = Annotated[str, StringConstraints(max_length=150), *NUL_FREE]  # a username, words to find
+Username = Annotated[str, *matching(USERNAME, "1-150 letters, digits and @ . + - _")]
+EmailAddress = Annotated[
+    str, StringConstraints(max_length=254), *matching(EMAIL, "not an email address")
+]
+NewPassword = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
 DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
 UserRef = Annotated[DbId | None, BeforeValidator(_user_ref)]
 Timestamp = Annotated[  # UTC, to the second: 2026-11-24T09:30:00Z
@@ -83,6 +127,11 @@ Timestamp = Annotated[  # UTC, to the second: 2026-11-24T09:30:00Z
 def issue_url(pk: int) -> str:
     """An issue's address under `PUBLIC_URL`, never under the request's Host header."""
     return f"{current_app.config['PUBLIC_URL']}/api/{pk}/"
+
+
+def user_url(pk: int) -> str:
+    """A user's address under `PUBLIC_URL`, as `issue_url`."""
+    return f"{current_app.config['PUBLIC_URL']}/api/users/{pk}/"
 
 
 class WritableIssue(BaseModel):
@@ -181,7 +230,74 @@ class UserOut(Output):
 
 
 class MeOut(UserOut):
+    """A user as they see themself, and as admins see every user."""
+
     email: str
+    is_admin: bool
+    active: bool
+    notify_assignments: bool
+    notify_digest: bool
+
+
+class NewUserOut(MeOut):
+    password: str | None = Field(
+        default=None,
+        description="The password made up for the user, shown this once; null when you gave one",
+    )
+
+
+class NewUser(BaseModel):
+    """Also what `flask sit create-user` checks its arguments against."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: Username
+    email: EmailAddress
+    first_name: Line = ""
+    last_name: Line = ""
+    password: NewPassword | None = Field(
+        default=None, description="At least 8 characters; made up (and answered) when left out"
+    )
+    is_admin: Flag = False
+
+
+class MePatch(BaseModel):
+    """Only the fields given change; none may be null, any other field is an error."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_defaults)
+
+    first_name: Line | SkipJsonSchema[None] = None
+    last_name: Line | SkipJsonSchema[None] = None
+    email: EmailAddress | SkipJsonSchema[None] = None
+    notify_assignments: Flag | SkipJsonSchema[None] = Field(
+        default=None, description="Email me when an issue is assigned to me"
+    )
+    notify_digest: Flag | SkipJsonSchema[None] = Field(
+        default=None, description="Email me the digest of the issues assigned to me"
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may not be null")
+        return value
+
+
+class UserPatch(MePatch):
+    """What an admin may change of any user."""
+
+    is_admin: Flag | SkipJsonSchema[None] = None
+    active: Flag | SkipJsonSchema[None] = Field(
+        default=None, description="false: the user can no longer sign in nor be assigned"
+    )
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str
+    new_password: NewPassword
 
 
 class Credentials(BaseModel):
@@ -237,3 +353,7 @@ class IssueHeaders(BaseModel):
 
 class CreatedHeaders(IssueHeaders):
     location: str = Field(alias="Location", description="The new issue's URL")
+
+
+class UserCreatedHeaders(BaseModel):
+    location: str = Field(alias="Location", description="The new user's URL")

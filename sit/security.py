@@ -3,7 +3,9 @@
 An API answer is data, never a page: its policy lets a browser load, run or frame nothing. The
 `/docs` page is Swagger UI, whose scripts, styles and images SIT serves itself (`sit.docs`): its
 policy allows SIT's own origin only, and its inline script and style by their hashes, computed
-from the page as sent, so no injected inline code and no outside host could run there.
+from the page as sent, so no injected inline code and no outside host could run there. The
+unsubscribe pages (`sit.unsubscribe`) are plain HTML whose one form posts back to SIT: their
+policy allows nothing but that form.
 """
 
 import re
@@ -20,6 +22,8 @@ DOCS_POLICY = (
     "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
 DOCS_ENDPOINT = "openapi.docs"  # APIFlask's Swagger UI page
+FORM_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+FORM_BLUEPRINT = "unsubscribe"
 
 
 def inline_hashes(tag: str, html: str) -> str:
@@ -40,6 +44,8 @@ def add_headers(response: Response) -> Response:
     response.headers["X-Content-Type-Options"] = "nosniff"
     if request.endpoint == DOCS_ENDPOINT and response.mimetype == "text/html":
         policy = docs_policy(response.get_data(as_text=True))
+    elif request.blueprint == FORM_BLUEPRINT and response.mimetype == "text/html":
+        policy = FORM_POLICY
     else:
         policy = API_POLICY
     response.headers["Content-Security-Policy"] = policy

@@ -27,6 +27,10 @@ PROTECTED = [
     ("get", "/api/users/"),
     ("get", "/api/users/1/"),
     ("get", "/api/users/me/"),
+    ("patch", "/api/users/me/"),
+    ("post", "/api/users/me/password"),
+    ("post", "/api/users/"),
+    ("patch", "/api/users/1/"),
 ]
 
 

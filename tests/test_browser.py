@@ -1,14 +1,20 @@
-"""The `/docs` page in a real browser, under its real Content-Security-Policy: Debian's chromium
-(never a downloaded one), driven by Playwright, against real gunicorn. Every wait has a deadline."""
+"""The `/docs` and unsubscribe pages in a real browser, under their real
+Content-Security-Policy: Debian's chromium (never a downloaded one), driven by Playwright, against
+real gunicorn. Every wait has a deadline."""
 
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+import sqlalchemy as sa
 from conftest import gunicorn
 from playwright.sync_api import Browser, ConsoleMessage, Request, expect, sync_playwright
 
 from sit.auth import issue_token
+from sit.extensions import db
+from sit.models import User
+from sit.unsubscribe import unsubscribe_url
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `.ci/run` installs it
 TIMEOUT_MS = 10_000
@@ -65,3 +71,35 @@ def test_docs_page_authorizes_and_lists_issues_without_csp_violations(
     assert not outside, outside
     problems = [f"{m.type}: {m.text}" for m in console if m.type in ("error", "warning")]
     assert not problems, problems
+
+
+def test_unsubscribe_page_button_unsubscribes_under_its_policy(instance, tmp_path, browser, alice):
+    console: list[ConsoleMessage] = []
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.on("console", lambda message: console.append(message))
+
+    with gunicorn(instance, 1) as server:
+        url = server.url + urlsplit(unsubscribe_url(alice.id, "digest")).path
+        try:
+            page.goto(url, wait_until="load")
+            expect(page.get_by_role("heading")).to_have_text("Unsubscribe")
+            assert notify_digest(alice) is True  # showing the page changed nothing
+
+            with page.expect_navigation():
+                page.get_by_role("button", name="Unsubscribe").click()
+            expect(page.get_by_role("heading")).to_have_text("Unsubscribed")
+            expect(page.locator("body")).to_contain_text("alice no longer gets the digest")
+            assert page.url == url
+        finally:
+            page.screenshot(path=tmp_path / "unsubscribe.png", full_page=True)
+
+    assert notify_digest(alice) is False
+    problems = [f"{m.type}: {m.text}" for m in console if m.type in ("error", "warning")]
+    assert not problems, problems
+
+
+def notify_digest(user: User) -> bool:
+    """The user's preference as the database has it now, whoever wrote it."""
+    db.session.rollback()  # end the last read's snapshot
+    return db.session.scalar(sa.select(User.notify_digest).where(User.id == user.id))

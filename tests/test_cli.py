@@ -6,13 +6,13 @@ from datetime import timedelta
 from functools import partial
 from subprocess import PIPE
 
-import click
 import pytest
 import sqlalchemy as sa
 from conftest import PASSWORD, bearer, flask_cli, flask_command, wait_until, waiting_on
 from sqlalchemy.pool import NullPool
 
 from sit import clock, demo, scheduler
+from sit.accounts import UsernameTaken
 from sit.cli import create_first_user, create_user
 from sit.extensions import db
 from sit.models import Email, Issue, User
@@ -132,9 +132,25 @@ def test_create_user_bad_input_is_one_line_and_writes_nothing(runner, alice, arg
 
 
 def test_create_user_function_refuses_a_taken_username(app, alice):
-    with pytest.raises(click.ClickException, match="taken"):
+    with pytest.raises(UsernameTaken, match="'alice' is taken"):
         create_user("alice", "other@example.com", "pw")
     assert count(User) == 1
+    assert db.session.get(User, alice.id).email == "alice@example.com"
+
+
+@pytest.mark.parametrize(("flag", "is_admin"), [([], False), (["--admin"], True)])
+def test_create_user_makes_an_admin_with_admin_only(runner, client, flag, is_admin):
+    args = ["sit", "create-user", "dave", "--email", "dave@example.com", "--password", "pw"]
+    result = runner.invoke(args=[*args, *flag])
+    assert result.exit_code == 0, result.output
+    assert f"created {'admin' if is_admin else 'user'} dave" in result.stdout
+    dave = db.session.scalar(sa.select(User).where(User.username == "dave"))
+    assert (dave.is_admin, dave.active, dave.notify_assignments, dave.notify_digest) == (
+        is_admin,
+        True,
+        True,
+        True,
+    )
 
 
 # first-user
@@ -144,7 +160,9 @@ def test_first_user_creates_admin_once_with_a_printed_password(runner, client):
     result = runner.invoke(args=["sit", "first-user"])
     assert result.exit_code == 0, result.output
     password = re.search(r"admin / (\S+)", result.stdout)[1]
-    assert get_token(client, "admin", password).status_code == 200
+    token = get_token(client, "admin", password)
+    assert token.status_code == 200
+    assert token_works(client, token.json["token"]).json["is_admin"] is True
 
     again = runner.invoke(args=["sit", "first-user"])
     assert again.exit_code == 0

@@ -14,6 +14,7 @@ API_RULES = [
     "/api/users/",
     "/api/users/{pk}/",
     "/api/users/me/",
+    "/api/users/me/password",
     "/healthz",
 ]
 

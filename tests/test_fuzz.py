@@ -1,8 +1,9 @@
 """Schema-driven fuzzing: Schemathesis against SIT's own `/openapi.json`, served by real gunicorn.
 
 Every phase runs (examples, coverage, fuzzing, stateful) with a fixed seed and no example
-database, as a signed-in user; issues and users exist beforehand so that changes reach SIT's
-logic instead of stopping at a 404.
+database: once as a user with every check, once as an admin (who may create and change users)
+with `not_a_server_error`. Issues and users exist beforehand so that changes reach SIT's logic
+instead of stopping at a 404.
 """
 
 import re
@@ -21,8 +22,8 @@ from sit.models import Issue
 SEED = "20261124"
 MAX_EXAMPLES = "100"  # cases per operation and phase
 
-# `pk` is an existing issue half of the time (DELETE gets issues of its own to delete), and
-# `assigned_to` an existing user.
+# `pk` is an existing issue half of the time (DELETE gets issues of its own to delete), or an
+# existing user in a user's path, and `assigned_to` an existing user.
 CONFIG = """
 [dictionaries.issues]
 values = {issues}
@@ -37,8 +38,13 @@ values = {users}
 "body.assigned_to" = {{ dictionary = "users", probability = 0.5 }}
 
 [[operations]]
+include-path = "/api/{{pk}}/"
 include-method-regex = "^(GET|PUT|PATCH)$"
 parameters."path.pk" = {{ dictionary = "issues", probability = 0.5 }}
+
+[[operations]]
+include-path = "/api/users/{{pk}}/"
+parameters."path.pk" = {{ dictionary = "users", probability = 0.5 }}
 
 [[operations]]
 include-method = "DELETE"
@@ -65,18 +71,21 @@ checks.positive_data_acceptance.expected-statuses = [
 
 
 @pytest.fixture
-def target(app: Any, tmp_path: Path) -> tuple[dict[str, str], Path]:
-    """The caller's Authorization header, and a config naming the issues and users that exist."""
+def target(app: Any, tmp_path: Path) -> tuple[dict[str, str], dict[str, str], Path]:
+    """The Authorization headers of a user and of an admin, and a config naming the issues and
+    users that exist."""
     me = create_user("fuzz", "fuzz@example.com", PASSWORD, "Fuzz", "Er")
     other = create_user("other", "other@example.com", PASSWORD, "Other", "One")
+    admin = create_user("boss", "boss@example.com", PASSWORD, is_admin=True)
     issues = [Issue(creator=me, title=f"Mine {n}") for n in range(12)]
     issues.append(Issue(creator=other, title="Not mine"))
     db.session.add_all(issues)
     db.session.commit()
     ids = [issue.id for issue in issues]
+    users = [me.id, other.id, admin.id]
     config = tmp_path / "schemathesis.toml"
-    config.write_text(CONFIG.format(issues=ids[:6] + ids[-1:], doomed=ids[6:-1], users=[1, 2]))
-    return bearer(me), config
+    config.write_text(CONFIG.format(issues=ids[:6] + ids[-1:], doomed=ids[6:-1], users=users))
+    return bearer(me), bearer(admin), config
 
 
 def schemathesis(
@@ -115,10 +124,9 @@ def schemathesis(
     )
 
 
-def fuzz(instance: Path, target: tuple[dict[str, str], Path], *checks: str) -> str:
+def fuzz(instance: Path, headers: dict[str, str], config: Path, *checks: str) -> str:
     """Run Schemathesis against gunicorn; its output, once it found nothing and nothing in the
     server's log is a traceback."""
-    headers, config = target
     started = time.perf_counter()
     with gunicorn(instance, workers=2) as server:
         result = schemathesis(server, headers, config, *checks)
@@ -131,11 +139,12 @@ def fuzz(instance: Path, target: tuple[dict[str, str], Path], *checks: str) -> s
     return result.stdout
 
 
-def test_no_input_makes_a_server_error(instance, target):
-    fuzz(instance, target, "--checks", "not_a_server_error")
+def test_no_input_makes_a_server_error_even_for_an_admin(instance, target):
+    _, as_admin, config = target
+    fuzz(instance, as_admin, config, "--checks", "not_a_server_error")
 
 
 def test_every_answer_is_as_documented(instance, target):
-    config = target[1]
+    as_user, _, config = target
     config.write_text(config.read_text() + FALSE_POSITIVES)
-    fuzz(instance, target, "--checks", "all")
+    fuzz(instance, as_user, config, "--checks", "all")

@@ -9,10 +9,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from conftest import ROOT, flask_command, wait_until, waiting_on
+from conftest import POSTGRES, ROOT, flask_command, wait_until, waiting_on
+from flask_migrate import upgrade
 from sqlalchemy.pool import NullPool
 from werkzeug.exceptions import NotFound
 
+from sit import create_app
 from sit.extensions import db
 from sit.models import MAX_ID, Issue, User, get_or_404
 
@@ -82,3 +84,51 @@ def test_etag_follows_the_version(alice):
 def test_get_or_404_refuses_missing_and_out_of_range_ids(app, pk):
     with pytest.raises(NotFound, match=f"no user {pk}"):
         get_or_404(User, pk)
+
+
+@pytest.fixture
+def at_0002(tmp_path, monkeypatch, request):
+    """An app on a database migrated up to 0002 only (before people had rights and
+    preferences): PostgreSQL on the PostgreSQL run, else SQLite."""
+    monkeypatch.setenv("SIT_INSTANCE_PATH", str(tmp_path))
+    name = f"sit_at_0002_{os.getpid()}"
+    postgres = request.getfixturevalue("postgres") if POSTGRES else None
+    url = postgres.create(name) if postgres else f"sqlite:///{tmp_path}/sit.db"
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "x"})
+    try:
+        with app.app_context():
+            upgrade(directory=str(ROOT / "migrations"), revision="0002")
+            yield app
+            db.session.remove()
+            db.engine.dispose()
+    finally:
+        if postgres:
+            postgres.drop(name)
+
+
+def add_users_at_0002(*users: tuple[str, str]) -> None:
+    columns = "username, email, first_name, last_name, password_hash, token_generation"
+    for username, email in users:
+        db.session.execute(
+            sa.text(f"INSERT INTO users ({columns}) VALUES (:u, :e, '', '', '-', 0)"),
+            {"u": username, "e": email},
+        )
+    db.session.commit()
+
+
+@pytest.mark.parametrize(
+    ("users", "admin"),
+    [
+        ([("indra", "indra@example.com"), ("bob", "bob@example.com")], "indra"),
+        ([("indra", "indra@example.com"), ("admin", "admin@localhost")], "admin"),
+        ([("admin", "admin@example.com"), ("bob", "bob@example.com")], "admin"),
+        ([("bob", "bob@example.com"), ("admin", "admin@example.com")], "bob"),
+    ],
+    ids=["oldest", "made-by-first-user", "oldest-named-admin", "admin-name-not-first-users"],
+)
+def test_migrating_people_makes_one_admin_and_turns_every_preference_on(at_0002, users, admin):
+    add_users_at_0002(*users, ("carol", "carol@example.com"))
+    upgrade(directory=str(ROOT / "migrations"), revision="head")
+    rows = db.session.execute(sa.select(User).order_by(User.id)).scalars().all()
+    assert [user.username for user in rows if user.is_admin] == [admin]
+    assert all(user.active and user.notify_assignments and user.notify_digest for user in rows)

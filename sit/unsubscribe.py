@@ -1,0 +1,85 @@
+"""One-click unsubscribe (RFC 8058): the signed link in each email turns one kind of email off.
+
+The token is the capability: it names one user and one kind of email, and whoever holds it may
+turn that kind off, nothing else. So the `POST` needs no sign-in, no session and no CSRF token
+(a forged cross-site form would have to know the token). A `GET` only shows a page whose button
+makes that `POST`: it changes nothing, as virus scanners and link previews follow links.
+"""
+
+import functools
+from typing import Any
+
+from flask import Blueprint, current_app, render_template, request
+from itsdangerous import BadSignature, URLSafeSerializer
+from werkzeug.exceptions import NotFound
+
+from sit import errors
+from sit.extensions import db
+from sit.models import NOTIFY, User
+
+bp = Blueprint("unsubscribe", __name__, url_prefix="/unsubscribe")
+
+SALT = "sit.unsubscribe"  # not the access tokens' salt: neither token ever passes as the other
+KINDS = {
+    "assignment": "the email sent when an issue is assigned to you",
+    "digest": "the digest of the issues assigned to you",
+}
+INVALID = "This unsubscribe link is not valid: it was cut short, changed, or not made here."
+
+
+@functools.cache
+def _serializer(secret_key: str) -> URLSafeSerializer:
+    return URLSafeSerializer(secret_key, salt=SALT)
+
+
+def serializer() -> URLSafeSerializer:
+    return _serializer(current_app.config["SECRET_KEY"])
+
+
+def unsubscribe_url(user_id: int, kind: str) -> str:
+    """The link that turns `kind` (a key of `NOTIFY`) off for the user, under `PUBLIC_URL`. It
+    does not expire: an old email's link keeps working."""
+    token = serializer().dumps({"user": user_id, "kind": kind})
+    return f"{current_app.config['PUBLIC_URL']}/unsubscribe/{token}"
+
+
+def get_subscription(token: str) -> tuple[User, str]:
+    """The user and the kind of email the token names; deactivated users too (what they ask
+    for then holds if they are reactivated).
+
+    :raise 404: the token was not signed here as an unsubscribe token, or names no user.
+    """
+    try:
+        claims: Any = serializer().loads(token)
+        user_id, kind = int(claims["user"]), claims["kind"]
+    except (BadSignature, TypeError, KeyError, ValueError):
+        raise NotFound(INVALID) from None
+    user = db.session.get(User, user_id) if kind in NOTIFY else None
+    if user is None:
+        raise NotFound(INVALID)
+    return user, kind
+
+
+@bp.get("/<token>")
+def show_unsubscribe(token: str) -> str:
+    """A page whose button unsubscribes; showing it changes nothing."""
+    user, kind = get_subscription(token)
+    return render_template("unsubscribe.html", step="ask", user=user, what=KINDS[kind])
+
+
+@bp.post("/<token>")
+def unsubscribe(token: str) -> str:
+    """Turn the kind of email off: the page's button, or a mail provider's one-click `POST`
+    (`List-Unsubscribe=One-Click` as a form; any body, or none, is accepted)."""
+    user, kind = get_subscription(token)
+    user.unsubscribe(kind)
+    db.session.commit()
+    return render_template("unsubscribe.html", step="done", user=user, what=KINDS[kind])
+
+
+@bp.errorhandler(NotFound)
+def not_found(error: NotFound) -> Any:
+    """A page for a browser; problem+json for anything else (a mail provider, a script)."""
+    if request.accept_mimetypes.best_match([errors.PROBLEM_JSON, "text/html"]) == "text/html":
+        return render_template("unsubscribe.html", step="invalid", message=INVALID), 404
+    return errors.problem(404, INVALID)
