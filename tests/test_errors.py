@@ -41,3 +41,16 @@ def test_healthz_ok(client):
     assert response.status_code == 200
     assert response.json == {"status": "ok", "database": "ok"}
     assert db.session.execute(sa.text("SELECT 1")).scalar() == 1
+
+
+def test_a_database_not_migrated_yet_is_503_saying_so(empty_database, tmp_path, monkeypatch):
+    """Missing tables are an OperationalError on SQLite, a ProgrammingError on PostgreSQL."""
+    monkeypatch.setenv("SIT_INSTANCE_PATH", str(tmp_path / "instance"))
+    app = create_app({"SQLALCHEMY_DATABASE_URI": empty_database, "SECRET_KEY": "x"})
+    response = app.test_client().post("/get-token/", data={"username": "a", "password": "b"})
+    with app.app_context():
+        db.engine.dispose()
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    assert response.json["detail"] == "The database is not migrated yet; run `flask db upgrade`."
+    assert response.headers["Retry-After"] == "5"

@@ -269,7 +269,11 @@ def test_workers_load_nothing_only_the_command_line_uses(instance: Path) -> None
 
 @pytest.mark.parametrize(
     ("variable", "value", "key"),
-    [("SIT_DIGEST_INTERVAL", "soon", "DIGEST_INTERVAL"), ("SIT_NO_SUCH_KEY", "1", "NO_SUCH_KEY")],
+    [
+        ("SIT_DIGEST_INTERVAL", "soon", "DIGEST_INTERVAL"),
+        ("SIT_NO_SUCH_KEY", "1", "NO_SUCH_KEY"),
+        ("SIT_INSTANCE_PATH", "/dev/null/sit", "SIT_INSTANCE_PATH"),
+    ],
 )
 def test_bad_configuration_stops_gunicorn_at_once(
     instance: Path, variable: str, value: str, key: str

@@ -59,6 +59,14 @@ def assign_an_issue(url: str, instance: Path, env: dict[str, str]) -> None:
     assert len(subjects) == 1 and "Printer on fire" in subjects[0], subjects
 
 
+def tables(database: str) -> list[str]:
+    engine = sa.create_engine(database, poolclass=NullPool)
+    try:
+        return sa.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
 @contextmanager
 def watching_health(url: str) -> Iterator[list[str]]:
     """Ask `/healthz` every 0.1 s meanwhile; yields the answers that were not JSON from SIT (a
@@ -113,6 +121,7 @@ def test_a_server_started_before_the_migrations_serves_once_they_ran(
         wait_until(
             lambda: "not migrated yet" in log.read_text(), 15, "the runner to say why it waits"
         )
+        assert tables(empty_database) == []  # the workers made none: the migration races no one
 
         upgraded = flask_cli(instance_path, "db", "upgrade", **env)
         assert upgraded.returncode == 0, upgraded.stderr
