@@ -93,9 +93,9 @@ class FileLock:
         return self.file is not None
 
     def release(self) -> None:
-        if self.file is not None:
-            self.file.close()  # closing the file releases the lock
-            self.file = None
+        file, self.file = self.file, None  # the runner thread and `shutdown` may both release
+        if file is not None:
+            file.close()  # closing the file releases the lock
 
 
 class AdvisoryLock:
@@ -284,6 +284,8 @@ class Scheduler:
                 self.serve_one_term()
                 delay = FIRST_RETRY_SECONDS
             except Exception as error:
+                if self.stopped.is_set():
+                    break  # the process is stopping (`shutdown`): what failed no longer matters
                 unexpected = not isinstance(error, SQLAlchemyError | OSError)
                 log.warning(
                     "process %d cannot run SIT's jobs: %s; trying again in %d s",
