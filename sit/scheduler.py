@@ -286,12 +286,10 @@ class Scheduler:
             except Exception as error:
                 if self.stopped.is_set():
                     break  # the process is stopping (`shutdown`): what failed no longer matters
+                message = "process %d cannot run SIT's jobs: %s; trying again in %d s"
                 unexpected = not isinstance(error, SQLAlchemyError | OSError)
-                log.warning(
-                    "process %d cannot run SIT's jobs: %s; trying again in %d s",
-                    *(os.getpid(), reason(error), delay),
-                    exc_info=unexpected and delay == FIRST_RETRY_SECONDS,
-                )
+                traceback = unexpected and delay == FIRST_RETRY_SECONDS
+                log.warning(message, os.getpid(), reason(error), delay, exc_info=traceback)
                 self.stopped.wait(delay)
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
 
