@@ -72,6 +72,15 @@ def on_exit(server: object) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def worker_exit(server: object, worker: object) -> None:
+    """Stop the worker's scheduler before Python shuts down: its thread would otherwise go on
+    handing the sweep to a thread pool that shutdown has closed (a traceback in the log). Also
+    called in the master, for a worker already gone: there, nothing was loaded."""
+    app = getattr(worker, "wsgi", None)
+    if hasattr(app, "extensions"):
+        app.extensions["sit.scheduler"].shutdown()
+
+
 def write_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
     """gunicorn answers a request it refuses before any app sees it (a request line over 4 KiB,
     too large or too many headers, a malformed request) in SIT's one error shape, problem+json,

@@ -153,6 +153,7 @@ def load(app: Flask, overrides: dict[str, Any] | None) -> None:
 
     :raise ConfigError: a value is invalid or a `SIT_*` variable names no known key.
     """
+    make_instance_folder(Path(app.instance_path))
     app.config.from_object(Defaults)
     app.config.from_pyfile("config.py", silent=True)
     known = set(app.config)
@@ -180,11 +181,26 @@ def load(app: Flask, overrides: dict[str, Any] | None) -> None:
         app.config["SECRET_KEY"] = read_or_create_secret_key(Path(app.instance_path))
 
 
+def make_instance_folder(instance: Path) -> None:
+    """Make the instance folder (mode 0700) when it is missing, in every process, whatever else is
+    configured: the runner's lock file and the `.eml` outbox live there even when the database
+    is elsewhere and the secret key comes from the environment.
+
+    :raise ConfigError: the path cannot be a folder (a file is there, or its parent is unwritable).
+    """
+    try:
+        instance.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        in_the_way = isinstance(error, FileExistsError | NotADirectoryError)
+        reason = "a file is in the way" if in_the_way else error.strerror or str(error)
+        message = f"cannot make the folder {instance}: {reason}"
+        raise ConfigError(f"SIT_INSTANCE_PATH: {message}") from None
+
+
 def read_or_create_secret_key(instance: Path) -> str:
     """The key in `<instance>/secret_key`, created once (mode 0600) even when workers race."""
     path = instance / "secret_key"
     if not path.exists():
-        instance.mkdir(parents=True, exist_ok=True)
         draft = instance / f".secret_key.{os.getpid()}"
         fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as file:

@@ -5,9 +5,8 @@ from http import HTTPStatus
 from typing import Any, NoReturn
 
 from apiflask import APIFlask, HTTPError
-from flask import Response, current_app, request
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm.exc import StaleDataError
+from flask import Response, current_app
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 PROBLEM_JSON = "application/problem+json"
@@ -94,20 +93,36 @@ def from_werkzeug(error: HTTPException) -> Response:
     return problem(status, detail, headers=headers)
 
 
-def from_stale_data(error: StaleDataError) -> Response:
-    """Another request changed the issue between our read and our write."""
-    detail = "The issue was changed by another request meanwhile; fetch it and try again."
-    return problem(412 if request.if_match else 409, detail)
+NOT_MIGRATED = "The database is not migrated yet; run `flask db upgrade`."
+MISSING_TABLE_OR_COLUMN = ("42P01", "42703")  # PostgreSQL's SQLSTATEs: undefined table, column
 
 
-def from_database_unavailable(error: OperationalError) -> Response:
+def not_migrated(error: Exception) -> bool:
+    """Whether a database error says a table or column is missing: the server started before
+    `flask db upgrade` (an OperationalError on SQLite, a ProgrammingError on PostgreSQL)."""
+    cause = getattr(error, "orig", None)
+    if getattr(cause, "sqlstate", None) in MISSING_TABLE_OR_COLUMN:
+        return True
+    return isinstance(error, OperationalError) and str(cause).startswith(
+        ("no such table", "no such column")
+    )
+
+
+def from_database_unavailable(error: OperationalError | ProgrammingError) -> Response:
+    """503 while the database cannot answer: unreachable, or not migrated yet. Any other
+    ProgrammingError is a bug, left to the 500 handler."""
+    retry = {"Retry-After": "5"}
+    if not_migrated(error):
+        current_app.logger.error("the database is not migrated yet: %s", error.orig)
+        return problem(503, NOT_MIGRATED, None, retry)
+    if isinstance(error, ProgrammingError):
+        raise error
     current_app.logger.exception("database unavailable")
-    detail = "The database is unavailable; try again shortly."
-    return problem(503, detail, headers={"Retry-After": "5"})
+    return problem(503, "The database is unavailable; try again shortly.", None, retry)
 
 
 def init_app(app: APIFlask) -> None:
     app.error_processor(from_http_error)
     app.register_error_handler(HTTPException, from_werkzeug)
-    app.register_error_handler(StaleDataError, from_stale_data)
     app.register_error_handler(OperationalError, from_database_unavailable)
+    app.register_error_handler(ProgrammingError, from_database_unavailable)

@@ -28,7 +28,6 @@ bp = APIBlueprint("issues", __name__, tag="Issues")
 ISSUE = "/api/<int:pk>/"
 CHANGE_ERRORS = {
     403: "Only the issue's creator may change or delete it",
-    409: "Another request changed the issue meanwhile; fetch it and try again",
     412: "If-Match names a version that is no longer current",
 }
 NOT_MODIFIED = {
@@ -38,13 +37,14 @@ SORT_COLUMNS = {"id": Issue.id, "created": Issue.created_at, "updated": Issue.up
 
 
 def get_own_issue(pk: int) -> Issue:
-    """The issue, for a change by the caller.
+    """The issue, for a change by the caller: read locked, so the change applies to the
+    current version whatever other requests change meanwhile (they wait for this one).
 
     :raise 404: no issue has this id.
     :raise 403: the caller did not create it: only its creator may change or delete an issue.
     :raise 412: `If-Match` names a version of the issue that is no longer current.
     """
-    issue = get_or_404(Issue, pk)
+    issue = get_or_404(Issue, pk, lock=True)
     if issue.created_by_id != token_auth.current_user.id:
         abort(403, f"Only the issue's creator ({issue.creator.username}) may change or delete it.")
     if request.if_match and not request.if_match.contains(issue.etag):

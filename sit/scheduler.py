@@ -18,6 +18,10 @@ The runner lock is a file lock among the processes of one host (SQLite), or a Po
 lock among the processes of every host that shares the database. When the runner dies the system
 releases its lock, and a waiting process takes over at once. A runner that finds its lock gone (its
 lock's connection cut) stops running jobs and stands by again.
+
+The runner never dies silently: whatever stops a process from standing by, taking over or running
+(the lock file's folder, a database not migrated yet, a lost connection) is logged with its
+reason, and tried again after a back-off, for as long as the process serves.
 """
 
 import contextlib
@@ -26,12 +30,12 @@ import logging
 import os
 import socket
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import sqlalchemy as sa
-from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.base import BaseJobStore, JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -42,13 +46,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from sit import clock, health
+from sit.errors import not_migrated
 from sit.extensions import db
 from sit.models import Email
 
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 0.5  # how late, at most, a job another process added is noticed, or a retry sent
-RETRY_SECONDS = 5  # before trying again to take over, after a database error
+FIRST_RETRY_SECONDS = 1  # after a failed round of standing by; doubles each time, up to:
+MAX_RETRY_SECONDS = 30
 CHECK_SECONDS = 1  # how often the runner makes sure it still holds the lock
 
 # Stored jobs name their functions by these strings: keep them when moving code.
@@ -92,9 +98,9 @@ class FileLock:
         return self.file is not None
 
     def release(self) -> None:
-        if self.file is not None:
-            self.file.close()  # closing the file releases the lock
-            self.file = None
+        file, self.file = self.file, None  # the runner thread and `shutdown` may both release
+        if file is not None:
+            file.close()  # closing the file releases the lock
 
 
 class AdvisoryLock:
@@ -160,6 +166,27 @@ def runner_lock(app: Flask) -> RunnerLock:
     return FileLock(Path(app.instance_path) / "scheduler.lock")
 
 
+class MigratedJobStore(SQLAlchemyJobStore):
+    """APScheduler's job store on the `apscheduler_jobs` table that migration 0002 creates.
+
+    APScheduler 3's own store creates its table when it starts, if missing. This one leaves that
+    to the migration alone, so that processes start in any order: a worker started before
+    `flask db upgrade` creates nothing (its runner waits, saying why, until the schema exists),
+    and the migration never races a worker to create the table.
+    """
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        BaseJobStore.start(self, scheduler, alias)  # without SQLAlchemyJobStore's CREATE TABLE
+
+
+def reason(error: Exception) -> str:
+    """What stopped the runner, in one line."""
+    if not_migrated(error):
+        return f"the database is not migrated yet ({error.orig}); run `flask db upgrade`"
+    message = str(getattr(error, "orig", None) or error).splitlines()
+    return f"{type(error).__name__}: {message[0] if message else ''}"
+
+
 _runner_app: Flask | None = None
 
 
@@ -177,7 +204,7 @@ class Scheduler:
         self.lock = runner_lock(app)
         self.aps = BackgroundScheduler(
             jobstores={
-                "default": SQLAlchemyJobStore(engine=db.engine),
+                "default": MigratedJobStore(engine=db.engine),
                 "local": MemoryJobStore(),  # the runner's own sweep, never shared
             },
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
@@ -244,26 +271,44 @@ class Scheduler:
         """Run jobs in this process whenever it holds the runner lock (serving processes)."""
         if not self.app.config["SCHEDULER_ENABLED"]:
             return
-        self.start()
         threading.Thread(target=self.run_when_elected, name="sit-runner", daemon=True).start()
 
     def run_when_elected(self) -> None:
-        """Wait for the runner lock, run the jobs while it is held, and wait again if it is lost."""
+        """Stand by, run the jobs while elected, stand by again, until the process stops.
+
+        A round that fails, whatever the error, is logged in one line with its reason (and its
+        traceback too, the first time, for an error that is not the database's or the system's)
+        and tried again after a back-off: 1 s, doubling up to 30 s, back to 1 s after a round
+        that took over. The thread never ends while the process serves.
+        """
         global _runner_app
         _runner_app = self.app
+        delay = FIRST_RETRY_SECONDS
         while not self.stopped.is_set():
             try:
-                self.lock.acquire()
-                with self.app.app_context():
-                    self.take_over()
-            except SQLAlchemyError:
-                log.exception("could not take over the jobs; trying again")
-                self.step_down()
-                self.stopped.wait(RETRY_SECONDS)
-                continue
+                self.serve_one_term()
+                delay = FIRST_RETRY_SECONDS
+            except Exception as error:
+                if self.stopped.is_set():
+                    break  # the process is stopping (`shutdown`): what failed no longer matters
+                message = "process %d cannot run SIT's jobs: %s; trying again in %d s"
+                unexpected = not isinstance(error, SQLAlchemyError | OSError)
+                traceback = unexpected and delay == FIRST_RETRY_SECONDS
+                log.warning(message, os.getpid(), reason(error), delay, exc_info=traceback)
+                self.stopped.wait(delay)
+                delay = min(delay * 2, MAX_RETRY_SECONDS)
+
+    def serve_one_term(self) -> None:
+        """Wait for the runner lock, run the jobs while it is held, then let go of it."""
+        self.start()
+        self.lock.acquire()
+        try:
+            with self.app.app_context():
+                self.take_over()
             log.info("process %d now runs SIT's jobs", os.getpid())
             while self.lock.held() and not self.stopped.wait(CHECK_SECONDS):
                 pass
+        finally:
             self.step_down()
 
     def step_down(self) -> None:
@@ -296,7 +341,7 @@ class Scheduler:
             args=(socket.gethostname(), os.getpid(), clock.utcnow()),
             id="heartbeat",
             jobstore="local",
-            next_run_time=datetime.now(UTC),  # seen at once
+            next_run_time=clock.utcnow(),  # seen at once
             replace_existing=True,
         )
         self.aps.add_job(
@@ -305,7 +350,7 @@ class Scheduler:
             seconds=SWEEP_SECONDS,
             id="sweep",
             jobstore="local",  # in this process's memory: never stored, never run elsewhere
-            next_run_time=datetime.now(UTC),  # first: what fell due while no runner ran
+            next_run_time=clock.utcnow(),  # first: what fell due while no runner ran
             replace_existing=True,
         )
         self.aps.resume()
@@ -319,7 +364,7 @@ class Scheduler:
         if job is None:
             self.aps.add_job(DIGEST, trigger, id="digest", name="digest")
         elif job.trigger.interval != interval:
-            soonest = min(job.next_run_time, datetime.now(UTC) + interval)
+            soonest = min(job.next_run_time, clock.utcnow() + interval)
             self.aps.modify_job("digest", trigger=trigger, next_run_time=soonest)
 
 

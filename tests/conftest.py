@@ -122,6 +122,33 @@ def postgres_db(
 
 
 @pytest.fixture
+def migrated_database(tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The URL of a migrated database of the test's own, outside any instance folder: a SQLite
+    file in a folder of its own, or a database on the PostgreSQL server on the PostgreSQL run."""
+    if POSTGRES:
+        return request.getfixturevalue("postgres_db")
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shutil.copy(request.getfixturevalue("sqlite_template"), folder / "sit.db")
+    return f"sqlite:///{folder / 'sit.db'}"
+
+
+@pytest.fixture
+def empty_database(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a database nobody has migrated yet, outside any instance folder: a SQLite file
+    not made yet, or an empty database on the PostgreSQL server on the PostgreSQL run."""
+    if not POSTGRES:
+        folder = tmp_path / "data"
+        folder.mkdir()
+        yield f"sqlite:///{folder / 'sit.db'}"
+        return
+    postgres = request.getfixturevalue("postgres")
+    name = f"sit_empty_{os.getpid()}_{next(_databases)}"
+    yield postgres.create(name)
+    postgres.drop(name)
+
+
+@pytest.fixture
 def instance(
     tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
@@ -307,7 +334,10 @@ def gunicorn(
     instance: Path, workers: int = 4, log: str = "gunicorn.log", **env: str
 ) -> Iterator[Server]:
     """Serve SIT with real gunicorn and `workers` workers, on the instance folder's database;
-    its links (PUBLIC_URL) name the server's own address unless `env` says otherwise."""
+    its links (PUBLIC_URL) name the server's own address unless `env` says otherwise.
+
+    `log` is a file in the instance folder, or an absolute path: outside an instance folder the
+    server is to make itself (`SIT_INSTANCE_PATH` naming no folder yet)."""
     port = free_port()
     env = {"SIT_PUBLIC_URL": f"http://127.0.0.1:{port}"} | env
     log_path = instance / log
@@ -331,15 +361,16 @@ def gunicorn(
     )
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
 
-    def healthy() -> bool:
+    def answering() -> bool:
+        """SIT answers: `200`, or `503` while its database is unreachable or not migrated yet."""
         try:
-            return requests.get(f"{server.url}/healthz", timeout=1).status_code == 200
+            return requests.get(f"{server.url}/healthz", timeout=1).status_code in (200, 503)
         except requests.ConnectionError:
             assert process.poll() is None, log_path.read_text()
             return False
 
     try:
-        wait_until(healthy, 30, "gunicorn to answer /healthz")
+        wait_until(answering, 30, "gunicorn to answer /healthz")
         yield server
     finally:
         if process.poll() is None:

@@ -5,6 +5,7 @@ import re
 import stat
 
 import pytest
+from conftest import flask_cli
 
 from sit import create_app
 from sit.config import ConfigError, parse_bool, parse_duration
@@ -152,3 +153,25 @@ def test_turning_tls_verification_off_is_a_warning_at_start(
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == warned
     assert all(w.startswith("MAIL_TLS_VERIFY is false: ") for w in warnings)
+
+
+def test_the_instance_folder_is_made_whatever_else_is_configured(tmp_path, monkeypatch):
+    """The database elsewhere and the key from the environment: the runner's lock file and the
+    `.eml` outbox still need the folder."""
+    folder = tmp_path / "var" / "lib" / "sit"
+    monkeypatch.setenv("SIT_INSTANCE_PATH", str(folder))
+    monkeypatch.setenv("SIT_SECRET_KEY", "from-the-environment")
+    monkeypatch.setenv("SIT_SQLALCHEMY_DATABASE_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    create_app()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["a-file", "a-file/sit"])
+def test_an_instance_path_that_cannot_be_a_folder_stops_start_up_in_one_line(tmp_path, where):
+    (tmp_path / "a-file").write_text("not a folder")
+    path = tmp_path / where
+    result = flask_cli(path, "sit", "jobs", SIT_SECRET_KEY="x")
+    assert result.returncode == 1
+    message = f"Error: SIT_INSTANCE_PATH: cannot make the folder {path}: a file is in the way\n"
+    assert result.stderr == message

@@ -131,7 +131,8 @@ def test_answers_sent_by_shared_code_are_documented(spec):
     assert "WWW-Authenticate" in create["401"]["headers"]
     assert "Retry-After" in spec["paths"]["/get-token/"]["post"]["responses"]["429"]["headers"]
     assert "ETag" in spec["paths"]["/api/{pk}/"]["get"]["responses"]["304"]["headers"]
-    assert "409" in spec["paths"]["/api/{pk}/"]["delete"]["responses"]
+    delete = spec["paths"]["/api/{pk}/"]["delete"]["responses"]
+    assert "412" in delete and "409" not in delete  # a change without If-Match never conflicts
     unavailable = spec["paths"]["/api/"]["get"]["responses"]["503"]
     assert "Retry-After" in unavailable["headers"]
     assert "application/problem+json" in unavailable["content"]

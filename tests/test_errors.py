@@ -1,6 +1,7 @@
 """One error shape: problem+json for every error, and no stack trace ever reaches a client."""
 
 from sit import create_app
+from sit.extensions import db
 
 
 def test_unknown_path_is_a_problem(client):
@@ -31,3 +32,16 @@ def test_database_unreachable_is_503_and_healthz_says_so(app, tmp_path, as_alice
     assert response.status_code == 503
     assert response.mimetype == "application/problem+json"
     assert "Retry-After" in response.headers
+
+
+def test_a_database_not_migrated_yet_is_503_saying_so(empty_database, tmp_path, monkeypatch):
+    """Missing tables are an OperationalError on SQLite, a ProgrammingError on PostgreSQL."""
+    monkeypatch.setenv("SIT_INSTANCE_PATH", str(tmp_path / "instance"))
+    app = create_app({"SQLALCHEMY_DATABASE_URI": empty_database, "SECRET_KEY": "x"})
+    response = app.test_client().post("/get-token/", data={"username": "a", "password": "b"})
+    with app.app_context():
+        db.engine.dispose()
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    assert response.json["detail"] == "The database is not migrated yet; run `flask db upgrade`."
+    assert response.headers["Retry-After"] == "5"

@@ -59,13 +59,13 @@ FALSE_POSITIVES = """
 [[operations]]
 include-method-regex = "^(POST|PUT|PATCH)$"
 checks.positive_data_acceptance.expected-statuses = [
-    "2xx", "3xx", "400", "401", "403", "404", "409", "412", "429", "5xx",
+    "2xx", "3xx", "400", "401", "403", "404", "412", "429", "5xx",
 ]
 
 [[operations]]
 include-method = "DELETE"
 checks.positive_data_acceptance.expected-statuses = [
-    "2xx", "3xx", "401", "403", "404", "409", "412", "429", "5xx",
+    "2xx", "3xx", "401", "403", "404", "412", "429", "5xx",
 ]
 """
 

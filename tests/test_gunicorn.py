@@ -20,6 +20,7 @@ import requests
 from conftest import BIN, PASSWORD, ROOT, flask_cli, free_port, gunicorn
 
 from sit.auth import THROTTLE_LIMIT
+from sit.models import User
 
 # The access log with the worker's pid, so a test can show its requests reached several workers.
 PID_ACCESS_LOG = {"GUNICORN_CMD_ARGS": "--access-logformat 'access %(p)s %(s)s \"%(r)s\"'"}
@@ -100,6 +101,45 @@ def test_300_concurrent_creates_across_workers_all_succeed(instance: Path) -> No
     assert "database is locked" not in log
     assert "Traceback" not in log
     assert len(workers_that_answered(instance, "POST", "/api/", 201)) >= 2
+
+
+def version(response: requests.Response) -> int:
+    """The issue's version, from the ETag (`"<issue_id>-<version>"`)."""
+    return int(response.headers["ETag"].strip('"').rsplit("-", 1)[1])
+
+
+def test_480_concurrent_unconditional_patches_of_one_issue_all_apply(
+    instance: Path, alice: User
+) -> None:
+    """A change without If-Match applies to the current version, whatever changed it meanwhile:
+    never a 409. With If-Match, a version that is no longer current is still a 412."""
+    with gunicorn(instance, workers=4) as server:
+        as_alice = bearer(server.url, "alice")
+        created = requests.post(
+            f"{server.url}/api/", json={"title": "Contended"}, headers=as_alice, timeout=30
+        )
+        path = f"{server.url}/api/{created.json()['id']}/"
+
+        def patch(n: int, **headers: str) -> requests.Response:
+            body = {"title": f"Change {n}", "description": f"By request {n}"}
+            return requests.patch(path, json=body, headers=as_alice | headers, timeout=60)
+
+        started = time.perf_counter()
+        responses = at_once(patch, 480, threads=16)
+        elapsed = time.perf_counter() - started
+        statuses = Counter(r.status_code for r in responses)
+        print(f"\n480 PATCHes of one issue, 16 threads, 4 workers: {elapsed:.2f} s, {statuses}")
+        final = requests.get(path, headers=as_alice, timeout=30)
+        stale = patch(-1, **{"If-Match": created.headers["ETag"]})
+        racing = at_once(lambda n: patch(n, **{"If-Match": final.headers["ETag"]}), 16, threads=16)
+
+    assert statuses == {200: 480}, [r.text for r in responses if r.status_code != 200][:3]
+    # Each change applied to the version before it: 480 versions after the first, once each.
+    assert sorted(version(r) for r in responses) == list(range(2, 482))
+    [last] = [r.json() for r in responses if version(r) == 481]
+    assert version(final) == 481 and final.json() == last
+    assert stale.status_code == 412, stale.text
+    assert sorted(r.status_code for r in racing) == [200] + [412] * 15
 
 
 def test_login_throttle_holds_across_workers(instance: Path) -> None:
@@ -229,7 +269,11 @@ def test_workers_load_nothing_only_the_command_line_uses(instance: Path) -> None
 
 @pytest.mark.parametrize(
     ("variable", "value", "key"),
-    [("SIT_DIGEST_INTERVAL", "soon", "DIGEST_INTERVAL"), ("SIT_NO_SUCH_KEY", "1", "NO_SUCH_KEY")],
+    [
+        ("SIT_DIGEST_INTERVAL", "soon", "DIGEST_INTERVAL"),
+        ("SIT_NO_SUCH_KEY", "1", "NO_SUCH_KEY"),
+        ("SIT_INSTANCE_PATH", "/dev/null/sit", "SIT_INSTANCE_PATH"),
+    ],
 )
 def test_bad_configuration_stops_gunicorn_at_once(
     instance: Path, variable: str, value: str, key: str

@@ -1,5 +1,6 @@
 """The scheduler: the runner lock, the digest job across restarts, who runs jobs."""
 
+import logging
 import signal
 import subprocess
 import sys
@@ -141,3 +142,25 @@ def test_a_runner_whose_lock_connection_is_cut_steps_down_and_stands_by_again(
     assert second != first
     wait_until(lambda: runner.aps.state == STATE_RUNNING, 5, "the runner to run jobs again")
     assert runner.aps.get_job("sweep", jobstore="local") is not None
+
+
+def test_a_runner_that_cannot_stand_by_says_why_and_tries_again_later(app, tmp_path, caplog):
+    """Its lock file's folder is gone: each failed round is one line naming the reason, the
+    next one comes later each time, and once the folder is back the runner takes over."""
+    runner = scheduler.get()
+    folder = tmp_path / "gone"
+    runner.lock = FileLock(folder / "scheduler.lock")
+    runner.stand_by()
+
+    def failures() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "cannot run SIT's jobs" in r.getMessage()]
+
+    wait_until(lambda: len(failures()) >= 2, 5, "the runner to fail twice")
+    first, second = failures()[:2]
+    assert "FileNotFoundError" in first.getMessage() and "scheduler.lock" in first.getMessage()
+    assert first.getMessage().endswith("trying again in 1 s")
+    assert second.getMessage().endswith("trying again in 2 s")
+    assert not first.exc_info and not second.exc_info  # one line, no traceback
+    folder.mkdir()
+    wait_until(lambda: "now runs SIT's jobs" in caplog.text, 10, "the runner to take over")
+    assert runner.aps.state == STATE_RUNNING

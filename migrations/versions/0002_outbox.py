@@ -41,14 +41,18 @@ def upgrade() -> None:
     op.create_index("ix_outbox_state_due_at", "outbox", ["state", "due_at"])
     op.create_index("ix_outbox_recipient_id", "outbox", ["recipient_id"])
     op.create_index("ix_outbox_issue_id", "outbox", ["issue_id"])
-    # The shape SQLAlchemyJobStore (APScheduler 3) creates; see migrations/env.py.
-    op.create_table(
-        "apscheduler_jobs",
-        sa.Column("id", sa.Unicode(191), primary_key=True),
-        sa.Column("next_run_time", sa.Float(25), nullable=True),
-        sa.Column("job_state", sa.LargeBinary(), nullable=False),
-    )
-    op.create_index("ix_apscheduler_jobs_next_run_time", "apscheduler_jobs", ["next_run_time"])
+    # The shape SQLAlchemyJobStore (APScheduler 3) creates; see migrations/env.py. SIT's job
+    # store leaves its table to this migration (`sit.scheduler.MigratedJobStore`), but the
+    # workers of earlier releases made it themselves when started before `flask db upgrade`:
+    # kept as they left it, jobs included.
+    if not sa.inspect(op.get_bind()).has_table("apscheduler_jobs"):
+        op.create_table(
+            "apscheduler_jobs",
+            sa.Column("id", sa.Unicode(191), primary_key=True),
+            sa.Column("next_run_time", sa.Float(25), nullable=True),
+            sa.Column("job_state", sa.LargeBinary(), nullable=False),
+        )
+        op.create_index("ix_apscheduler_jobs_next_run_time", "apscheduler_jobs", ["next_run_time"])
 
 
 def downgrade() -> None:
