@@ -156,6 +156,13 @@ class IssueIn(WritableIssue):
     status: Status = Field(default="O", description="O (open) or C (closed); open/closed too")
 
 
+def refuse_null(value: Any) -> Any:
+    """A field a patch may leave out, but not set to null."""
+    if value is None:
+        raise ValueError("may not be null")
+    return value
+
+
 def _no_defaults(schema: dict[str, Any]) -> None:
     for field in schema["properties"].values():
         field.pop("default", None)
@@ -171,12 +178,7 @@ class IssuePatch(WritableIssue):
     assigned_to: UserRef = Field(default=None, description="A user's id, or null")
     status: Status | SkipJsonSchema[None] = Field(default=None, description="O, C, open or closed")
 
-    @field_validator("title", "description", "status", mode="before")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("may not be null")
-        return value
+    _not_null = field_validator("title", "description", "status", mode="before")(refuse_null)
 
 
 class Output(BaseModel):
@@ -276,12 +278,7 @@ class MePatch(BaseModel):
         default=None, description="Email me the digest of the issues assigned to me"
     )
 
-    @field_validator("*", mode="before")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("may not be null")
-        return value
+    _not_null = field_validator("*", mode="before")(refuse_null)
 
 
 class UserPatch(MePatch):
