@@ -130,7 +130,7 @@ def postpone_due(reason: str) -> None:
 
 
 def digest_recipients(batch: list[sa.Row[Any]]) -> list[int]:
-    return [row.recipient_id for row in batch if row.kind == "digest" and row.wanted]
+    return [row.recipient_id for row in batch if row.kind == "digest"]
 
 
 def deliver_pass() -> int:
