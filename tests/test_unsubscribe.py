@@ -43,6 +43,13 @@ def test_an_empty_post_works_too_and_again(client, alice):
     assert preferences(alice) == {"assignment": True, "digest": False}
 
 
+@pytest.mark.parametrize("kind", ["assignment", "digest"])
+def test_the_token_is_itsdangerous_url_safe_token(app, alice, kind):
+    serializer = URLSafeSerializer(app.config["SECRET_KEY"], salt=SALT)
+    token = serializer.dumps({"user": alice.id, "kind": kind})
+    assert unsubscribe_url(alice.id, kind) == f"http://sit.test/unsubscribe/{token}"
+
+
 def test_get_shows_a_button_and_changes_nothing(client, alice):
     url = path(unsubscribe_url(alice.id, "assignment"))
     for method in ("get", "head"):
