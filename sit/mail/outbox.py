@@ -67,8 +67,12 @@ def outcome(msg: Message | None) -> dict[str, Any]:
     """The columns to set once the message was sent (where to), or had nothing left to tell."""
     if msg is None:
         return {"state": "cancelled"}
-    sent = {"state": "sent", "sent_at": clock.utcnow()}
-    return sent | {"subject": msg.subject, "to_address": msg.recipients[0]}
+    return {
+        "state": "sent",
+        "sent_at": clock.utcnow(),
+        "subject": msg.subject,
+        "to_address": msg.recipients[0],
+    }
 
 
 def settle(email_id: int, msg: Message | None, connection: sa.Connection) -> None:
