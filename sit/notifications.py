@@ -1,4 +1,6 @@
-"""What emails a change causes. The rule of what supersedes a pending email lives here, once."""
+"""What emails a change causes. The rule of what supersedes a pending email lives here, once:
+the issue's change (`save_issue`, `delete_issue`) or its recipient's (`wanted`, read when the
+email is due)."""
 
 from datetime import timedelta
 from email.utils import make_msgid
@@ -10,7 +12,7 @@ from flask import current_app
 from sit import clock, scheduler
 from sit.extensions import db
 from sit.mail.messages import assignment_subject, digest_subject
-from sit.models import Email, Issue, User
+from sit.models import NOTIFY, Email, Issue, User
 
 DIGEST_BATCH = 1000
 
@@ -18,6 +20,18 @@ DIGEST_BATCH = 1000
 def new_message_id() -> str:
     """A Message-ID of SIT's own, kept with the email so that every retry carries the same one."""
     return make_msgid("sit", domain=urlsplit(current_app.config["PUBLIC_URL"]).hostname)
+
+
+def wants(kind: str) -> sa.ColumnElement[bool]:
+    """Whether the user (`User` in the query) wants emails of this kind now: active, and that
+    kind (a key of `NOTIFY`) not turned off."""
+    return User.active & getattr(User, NOTIFY[kind])
+
+
+def wanted() -> sa.ColumnElement[bool]:
+    """Whether each email's recipient (`Email` and its `User` in the query) still wants it: a
+    pending email they no longer want is superseded, never sent."""
+    return sa.or_(*((Email.kind == kind) & wants(kind) for kind in NOTIFY))
 
 
 def supersede_assignment_email(issue: Issue) -> list[int]:
@@ -74,11 +88,13 @@ def delete_issue(issue: Issue) -> None:
 
 
 def digest_recipients() -> sa.Result[tuple[int, str, int]]:
-    """(user id, address, number of issues) for each user with assigned issues, streamed."""
+    """(user id, address, number of issues) for each user with assigned issues who wants a
+    digest, streamed."""
     count = sa.func.count(Issue.id)
     query = (
         sa.select(User.id, User.email, count)
         .join(Issue, Issue.assigned_to_id == User.id)
+        .where(wants("digest"))
         .group_by(User.id, User.email)
         .order_by(User.id)
     )
@@ -86,7 +102,8 @@ def digest_recipients() -> sa.Result[tuple[int, str, int]]:
 
 
 def queue_digests() -> int:
-    """Queue this run's digests, due now, and commit: one per user with assigned issues.
+    """Queue this run's digests, due now, and commit: one per user with assigned issues who
+    wants a digest (the pass checks again when sending).
 
     A new run supersedes digests still pending from an earlier one (they would be stale).
     """

@@ -3,6 +3,7 @@ digests, long lines, the MIME Flask-Mail would write, and the Date of SIT's cloc
 
 import re
 from email import message_from_bytes, policy
+from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 
 import flask_mail
@@ -13,6 +14,7 @@ from sit import jobs, notifications
 from sit.extensions import db
 from sit.mail import messages
 from sit.mail.outbox import deliver_due, digest_recipients, due_rows
+from sit.unsubscribe import unsubscribe_url
 
 HOSTILE = '<script>alert(1)</script> & "x"'
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &#34;x&#34;"
@@ -69,6 +71,31 @@ def test_the_date_is_sit_clocks(app, mail_to_sink, new_issue, clock):
     assert deliver_when_due(app, clock) == 1
     (received,) = mail_to_sink.received
     assert parsedate_to_datetime(received.message["Date"]) == clock.now
+
+
+def kind_of(subject):
+    return "digest" if subject.startswith("Your SIT digest") else "assignment"
+
+
+def test_every_email_carries_its_one_click_unsubscribe_link(
+    app, mail_to_sink, new_issue, bob, clock
+):
+    new_issue()
+    notifications.queue_digests()
+    clock.advance(app.config["ASSIGNMENT_EMAIL_DELAY"])
+    urls = {kind: unsubscribe_url(bob.id, kind) for kind in ("assignment", "digest")}
+    for msg in due_messages():
+        kind = kind_of(msg.subject)
+        msg.date = clock.now.timestamp()
+        line = f"List-Unsubscribe: <{urls[kind]}>\r\n".encode()
+        assert len(line) > 78 and line in msg.as_bytes()  # as written: one line, not refolded
+    assert deliver_due() == 2
+    for received in mail_to_sink.received:
+        kind = kind_of(received.subject)
+        assert received.message["List-Unsubscribe"] == f"<{urls[kind]}>"
+        assert received.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert f"Stop these emails: {urls[kind]}" in received.part("plain")
+        assert f'<a href="{urls[kind]}">' in received.part("html")
 
 
 # digests
@@ -143,6 +170,18 @@ def mime_parts(data):
     ]
 
 
+def as_flask_mail_writes_it(msg):
+    """`mime_parts` of the message as Flask-Mail writes it, but for a URL header, which
+    Flask-Mail folds into encoded words and SIT keeps on one line (`messages.URL_HEADERS`): its
+    value decoded."""
+    (headers, *rest), *parts = mime_parts(flask_mail.Message.as_bytes(msg))
+    headers = [
+        (name, str(make_header(decode_header(value))) if name in messages.URL_HEADERS else value)
+        for name, value in headers
+    ]
+    return [(headers, *rest), *parts]
+
+
 def test_messages_are_written_as_flask_mail_writes_them(app, alice, bob, new_issue, clock):
     new_issue(title=LONG_TITLE, description=TRICKY)
     assign(alice, bob, "O", "C", start=clock.now)
@@ -152,8 +191,8 @@ def test_messages_are_written_as_flask_mail_writes_them(app, alice, bob, new_iss
     assert sorted(msg.subject[:4] for msg in messages) == ["Issu", "Your"]
     for msg in messages:
         msg.date = clock.now.timestamp()
-        ours, flask_mails = msg.as_bytes(), flask_mail.Message.as_bytes(msg)
-        assert mime_parts(ours) == mime_parts(flask_mails)
+        ours = msg.as_bytes()
+        assert mime_parts(ours) == as_flask_mail_writes_it(msg)
         assert len(mime_parts(ours)) == 4  # mixed, alternative, plain, html
         assert all(len(line) <= 998 for line in ours.split(b"\r\n"))
         assert b"\r" not in ours.replace(b"\r\n", b"") and b"\n" not in ours.replace(b"\r\n", b"")

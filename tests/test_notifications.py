@@ -3,11 +3,12 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from conftest import outbox
 
 from sit import notifications, scheduler
 from sit.extensions import db
-from sit.models import Issue
+from sit.models import Issue, User
 
 
 @pytest.fixture
@@ -137,6 +138,22 @@ def test_refused_requests_write_no_email(client, as_alice, as_bob, new_issue):
     assert set(jobs()) == {f"email-{email.id}"}
 
 
+# who still wants an email
+
+
+def test_a_user_wants_a_kind_of_email_while_active_and_not_turned_off(alice, bob, carol):
+    bob.change({"notify_digest": False})
+    carol.change({"active": False})
+    db.session.commit()
+
+    def wanting(kind):
+        query = sa.select(User.username).where(notifications.wants(kind))
+        return set(db.session.scalars(query))
+
+    assert wanting("assignment") == {"alice", "bob"}
+    assert wanting("digest") == {"alice"}
+
+
 # digests
 
 
@@ -159,6 +176,15 @@ def test_queue_digests_queues_one_due_now_per_user_with_issues(alice, bob, carol
         ("pending", now, carol.id),
     }
     assert len({d.message_id for d in digests}) == 2
+
+
+def test_queue_digests_skips_users_who_do_not_want_one_now(alice, bob, carol, now):
+    assign_issues(alice, alice, bob, carol)
+    bob.change({"notify_digest": False})
+    carol.change({"active": False})
+    db.session.commit()
+    assert notifications.queue_digests() == 1
+    assert [d.recipient_id for d in outbox(kind="digest")] == [alice.id]
 
 
 def test_queue_digests_with_no_assigned_issue_queues_nothing(alice, new_issue):

@@ -1,5 +1,6 @@
 """The outbox pass against a real SMTP sink: when each email goes, once; what is never sent;
-and failed attempts, postponed with back-off until given up."""
+the recipient as they are when it is due; and failed attempts, postponed with back-off until
+given up."""
 
 from datetime import UTC, datetime
 
@@ -52,6 +53,98 @@ def test_a_digest_with_nothing_left_to_tell_is_cancelled(mail_to_sink, alice, bo
     assert deliver_due() == 0
     assert mail_to_sink.received == []
     assert [(email.kind, email.state) for email in outbox()] == [("digest", "cancelled")]
+
+
+# the recipient as they are when it is due
+
+
+def change_me(client, headers, **fields):
+    response = client.patch("/api/users/me/", json=fields, headers=headers)
+    assert response.status_code == 200, response.json
+
+
+@pytest.mark.parametrize(
+    ("switches", "state", "recipients"),
+    [([False], "cancelled", []), ([False, True], "sent", ["bob@example.com"])],
+)
+def test_an_assignment_email_goes_only_if_still_wanted_when_due(
+    app, client, as_bob, mail_to_sink, new_issue, clock, switches, state, recipients
+):
+    new_issue()
+    for on in switches:
+        change_me(client, as_bob, notify_assignments=on)
+    assert deliver_when_due(app, clock) == len(recipients)
+    assert [r.to[0] for r in mail_to_sink.received] == recipients
+    assert [(email.state, email.attempts) for email in outbox()] == [(state, 0)]
+
+
+def test_a_deactivated_recipient_gets_nothing(app, mail_to_sink, new_issue, bob, clock):
+    new_issue()
+    notifications.queue_digests()
+    bob.change({"active": False})
+    db.session.commit()
+    assert deliver_when_due(app, clock) == 0
+    assert mail_to_sink.received == []
+    assert [(email.kind, email.state) for email in outbox()] == [
+        ("assignment", "cancelled"),
+        ("digest", "cancelled"),
+    ]
+
+
+def test_a_queued_digest_turned_off_before_it_is_sent_is_cancelled(
+    client, as_bob, mail_to_sink, alice, bob, carol, clock
+):
+    assign(alice, bob, "O", start=clock.now)
+    assign(alice, carol, "O", start=clock.now)
+    assert notifications.queue_digests() == 2
+    change_me(client, as_bob, notify_digest=False)
+    assert deliver_due() == 1
+    assert [r.to for r in mail_to_sink.received] == [["carol@example.com"]]
+    assert [(email.to_address, email.state) for email in outbox()] == [
+        ("bob@example.com", "cancelled"),
+        ("carol@example.com", "sent"),
+    ]
+
+
+def test_an_email_goes_to_the_address_its_recipient_has_when_it_is_sent(
+    app, client, as_bob, mail_to_sink, new_issue, clock
+):
+    new_issue()
+    notifications.queue_digests()
+    change_me(client, as_bob, email="builder@example.org")
+    assert deliver_when_due(app, clock) == 2
+    assert [(r.to, r.message["To"]) for r in mail_to_sink.received] == [
+        (["builder@example.org"], "builder@example.org")
+    ] * 2
+    assert [(email.state, email.to_address) for email in outbox()] == [
+        ("sent", "builder@example.org")
+    ] * 2
+
+
+def test_a_failed_attempt_records_the_address_it_was_tried_with(
+    app, client, as_bob, mail_to_sink, new_issue, clock
+):
+    new_issue()
+    change_me(client, as_bob, email="builder@example.org")
+    mail_to_sink.refuse = "451 4.3.0 Try again later"
+    assert deliver_when_due(app, clock) == 0
+    (email,) = outbox()
+    assert (email.state, email.to_address, email.attempts) == ("pending", "builder@example.org", 1)
+
+
+def test_an_unwanted_email_is_cancelled_not_failed_while_the_server_is_down(
+    app, client, as_bob, mail_to_sink, new_issue, alice, clock
+):
+    new_issue(assigned_to=alice.id)
+    new_issue()  # due after alice's: the server is found down first
+    change_me(client, as_bob, notify_assignments=False)
+    mail_to_sink.stop()
+    assert deliver_when_due(app, clock) == 0
+    assert deliver_due() == 0
+    assert [(email.state, email.attempts) for email in outbox()] == [
+        ("pending", 1),
+        ("cancelled", 0),
+    ]
 
 
 # retries

@@ -2,8 +2,11 @@
 no sign-in, `GET` only shows the button."""
 
 import pytest
+from conftest import outbox
 from itsdangerous import URLSafeSerializer
+from mailing import deliver_when_due
 
+from sit import notifications
 from sit.auth import TOKEN_SALT, issue_token
 from sit.extensions import db
 from sit.models import User
@@ -38,6 +41,13 @@ def test_an_empty_post_works_too_and_again(client, alice):
     assert client.post(url).status_code == 200
     assert client.post(url, data=ONE_CLICK).status_code == 200
     assert preferences(alice) == {"assignment": True, "digest": False}
+
+
+@pytest.mark.parametrize("kind", ["assignment", "digest"])
+def test_the_token_is_itsdangerous_url_safe_token(app, alice, kind):
+    serializer = URLSafeSerializer(app.config["SECRET_KEY"], salt=SALT)
+    token = serializer.dumps({"user": alice.id, "kind": kind})
+    assert unsubscribe_url(alice.id, kind) == f"http://sit.test/unsubscribe/{token}"
 
 
 def test_get_shows_a_button_and_changes_nothing(client, alice):
@@ -113,3 +123,22 @@ def test_pages_may_post_their_form_to_sit_only(client, alice):
     )
     missing = client.get("/unsubscribe/garbage")
     assert "form-action 'none'" in missing.headers["Content-Security-Policy"]
+
+
+def test_the_link_in_a_received_email_turns_that_kind_off_with_one_post(
+    app, client, mail_to_sink, new_issue, clock
+):
+    new_issue()
+    assert deliver_when_due(app, clock) == 1
+    (received,) = mail_to_sink.received
+    url = received.message["List-Unsubscribe"].removeprefix("<").removesuffix(">")
+    assert client.post(path(url), data=ONE_CLICK).status_code == 200  # no sign-in, no token
+    new_issue()
+    notifications.queue_digests()
+    assert deliver_when_due(app, clock) == 1
+    assert mail_to_sink.received[-1].subject.startswith("Your SIT digest")
+    assert [(email.kind, email.state) for email in outbox()] == [
+        ("assignment", "sent"),
+        ("assignment", "cancelled"),
+        ("digest", "sent"),
+    ]

@@ -1,5 +1,5 @@
-"""The emails: what each says, its subject, its templates, and the MIME message written once
-with the Message-ID chosen when it was queued."""
+"""The emails: what each says, its subject, its templates, its unsubscribe link, and the MIME
+message written once with the Message-ID chosen when it was queued."""
 
 import binascii
 import functools
@@ -19,6 +19,7 @@ from flask import render_template
 from sit import clock
 from sit.models import Issue, User
 from sit.schemas import issue_url
+from sit.unsubscribe import unsubscribe_url
 
 STATUS_NAMES = {"O": "open", "C": "closed"}
 
@@ -30,6 +31,12 @@ UTF8_QP.body_encoding = QP
 # What the email package reads as a line break in a body (`str.splitlines` once every other
 # control character is encoded); quoted-printable text has only `\n` and, in the message, `\r\n`.
 LINE_BREAK = re.compile(r"\r\n?")
+
+# A header whose value is a URL in angle brackets (RFC 2369) may be folded at whitespace only,
+# and a URL has none: the SMTP policy would write a long one as encoded words, which no mail
+# client reads as a URL. One line is allowed up to 998 characters.
+URL_HEADERS = frozenset({"List-Unsubscribe"})
+UNFOLDED = policy.SMTP.clone(max_line_length=0)
 
 
 class Summary(NamedTuple):
@@ -110,6 +117,11 @@ def from_field(sender: str | tuple[str, str]) -> str:
     return flask_mail.sanitize_address(sender, UTF8_QP)
 
 
+def header_line(name: str, value: str) -> bytes:
+    """The header folded as the SMTP policy folds it, but a URL header kept on one line."""
+    return (UNFOLDED if name in URL_HEADERS else policy.SMTP).fold_binary(name, value)
+
+
 class Message(flask_mail.Message):
     """Flask-Mail's message with a plain-text and an HTML body in UTF-8, quoted-printable,
     written out directly.
@@ -130,7 +142,7 @@ class Message(flask_mail.Message):
             "Date": formatdate(self.date, localtime=True),
             "Message-ID": self.msgId,
         } | (self.extra_headers or {})
-        return b"".join(policy.SMTP.fold_binary(name, value) for name, value in fields.items())
+        return b"".join(header_line(name, value) for name, value in fields.items())
 
     def as_bytes(self) -> bytes:
         return self.written
@@ -156,15 +168,21 @@ class Message(flask_mail.Message):
 
 def message(row: sa.Row[Any], subject: str, template: str, **context: Any) -> Message:
     """The email to the row's recipient as a plain-text and an HTML part (Jinja escapes user
-    text in the HTML)."""
-    context["name"] = display_name(row)
+    text in the HTML), each ending with the link that turns this kind of email off, which the
+    headers of RFC 8058 also give for a mail client's one-click unsubscribe."""
+    unsubscribe = unsubscribe_url(row.recipient_id, row.kind)
+    context |= {"name": display_name(row), "unsubscribe": unsubscribe}
     msg = Message(
         subject=subject,
         recipients=[row.to_address],
         body=render_template(f"email/{template}.txt", **context),
         html=render_template(f"email/{template}.html", **context),
         charset=UTF8_QP,
-        extra_headers={"Auto-Submitted": "auto-generated"},
+        extra_headers={
+            "Auto-Submitted": "auto-generated",
+            "List-Unsubscribe": f"<{unsubscribe}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
     )
     msg.msgId = row.message_id
     return msg
@@ -191,7 +209,10 @@ def digest_issues(user_ids: list[int], connection: sa.Connection) -> Digests:
 
 
 def build(row: sa.Row[Any], digests: Digests, connection: sa.Connection) -> Message | None:
-    """The message as it reads now; None when there is nothing left to tell."""
+    """The message as it reads now; None when there is nothing left to tell, or the recipient
+    no longer wants it (`row.wanted`: `sit.notifications.wanted`)."""
+    if not row.wanted:
+        return None
     if row.kind == "assignment":
         query = issue_facts(Issue.description).where(Issue.id == row.issue_id)
         issue = connection.execute(query).one_or_none()  # None: deleted

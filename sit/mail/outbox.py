@@ -1,5 +1,6 @@
 """The outbox pass: the due rows, one SMTP connection for all of them, each outcome committed,
-and retries with back-off when a message or the server fails."""
+and retries with back-off when a message or the server fails. Each email goes to its recipient as
+they are when it is due: at their address then, and only if they still want it."""
 
 import logging
 import smtplib
@@ -14,6 +15,7 @@ from sit.extensions import db
 from sit.mail.messages import NAME, Draft, Message, digest_issues
 from sit.mail.transport import REFUSALS, Outgoing, describe, nothing
 from sit.models import Email, User
+from sit.notifications import wanted
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +29,17 @@ def due(query: sa.Select[Any]) -> sa.Select[Any]:
 
 
 def due_emails() -> list[Email]:
-    """The next due emails as ORM objects, to record failed attempts on."""
-    return list(db.session.scalars(due(sa.select(Email))))
+    """The next due emails still wanted, as ORM objects, to record failed attempts on (the next
+    pass cancels the others: they must not fail)."""
+    return list(db.session.scalars(due(sa.select(Email).join(Email.recipient).where(wanted()))))
 
 
 def due_rows(connection: sa.Connection) -> list[sa.Row[Any]]:
-    """The next due emails as rows with what sending needs (the address, the Message-ID, the
-    recipient's name): no ORM objects to expire and reload after each email's commit."""
-    fields = (Email.id, Email.kind, Email.recipient_id, Email.to_address, Email.issue_id)
-    fields += (Email.message_id, Email.due_at)
+    """The next due emails as rows with what sending needs (the recipient's address and name
+    now, whether they still want it, the Message-ID): no ORM objects to expire and reload after
+    each email's commit."""
+    fields = (Email.id, Email.kind, Email.recipient_id, Email.issue_id, Email.message_id)
+    fields += (Email.due_at, User.email.label("to_address"), wanted().label("wanted"))
     query = sa.select(*fields, *NAME).join(User, Email.recipient_id == User.id)
     return list(connection.execute(due(query)))
 
@@ -60,10 +64,15 @@ SETTLE = OUTBOX.update().where(OUTBOX.c.id == sa.bindparam("email_id"))
 
 
 def outcome(msg: Message | None) -> dict[str, Any]:
-    """The columns to set once the message was sent, or had nothing left to tell."""
+    """The columns to set once the message was sent (where to), or had nothing left to tell."""
     if msg is None:
         return {"state": "cancelled"}
-    return {"state": "sent", "sent_at": clock.utcnow(), "subject": msg.subject}
+    return {
+        "state": "sent",
+        "sent_at": clock.utcnow(),
+        "subject": msg.subject,
+        "to_address": msg.recipients[0],
+    }
 
 
 def settle(email_id: int, msg: Message | None, connection: sa.Connection) -> None:
@@ -74,11 +83,11 @@ def settle(email_id: int, msg: Message | None, connection: sa.Connection) -> Non
 
 
 def fail(email_id: int, msg: Message | None, reason: str) -> str:
-    """Commit a failed attempt on the email (with the subject it was tried with); returns the
-    error as recorded."""
+    """Commit a failed attempt on the email (with the subject and address it was tried with);
+    returns the error as recorded."""
     email = db.session.get_one(Email, email_id)
     if msg is not None:
-        email.subject = msg.subject
+        email.subject, email.to_address = msg.subject, msg.recipients[0]
     record_failure(email, reason)
     recorded = email.last_error or reason
     db.session.commit()
