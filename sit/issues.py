@@ -8,10 +8,11 @@ from flask import Response, request
 from pydantic import TypeAdapter
 
 from sit import errors, notifications
+from sit import search as text_search
 from sit.auth import Caller
 from sit.extensions import db, token_auth
 from sit.models import Issue, User, get_or_404
-from sit.pagination import paginate
+from sit.pagination import Order, paginate
 from sit.schemas import (
     CreatedHeaders,
     IssueHeaders,
@@ -34,7 +35,16 @@ CHANGE_ERRORS = {
 NOT_MODIFIED = {
     304: {"description": "If-None-Match names the current version", "headers": IssueHeaders}
 }
-SORT_COLUMNS = {"id": Issue.id, "created": Issue.created_at, "updated": Issue.updated_at}
+# Each sort, each direction; ties broken by id.
+ORDERS = {
+    (sort, direction): Order(f"{sort}.{direction}", columns, direction == "desc")
+    for sort, columns in [
+        ("id", (Issue.id,)),
+        ("created", (Issue.created_at, Issue.id)),
+        ("updated", (Issue.updated_at, Issue.id)),
+    ]
+    for direction in ("asc", "desc")
+}
 
 
 def get_own_issue(pk: int) -> Issue:
@@ -78,7 +88,7 @@ READ_ONE = sa.select(*LISTED, Issue.etag.label("etag")).where(Issue.id == sa.bin
 
 
 def search(query: IssueQuery, me: Caller) -> sa.Select[Any]:
-    """The listing's filters, search words and order, as one unexecuted query."""
+    """The listing's filters and search words, as one unexecuted query (paginate orders it)."""
     select = sa.select(*LISTED)
     if query.status:
         select = select.where(Issue.status == query.status)
@@ -91,14 +101,9 @@ def search(query: IssueQuery, me: Caller) -> sa.Select[Any]:
         username = me.username if query.created_by == "me" else query.created_by
         creator = sa.select(User.id).where(User.username == username).scalar_subquery()
         select = select.where(Issue.created_by_id == creator)
-    for word in (query.q or "").split():
-        select = select.where(
-            Issue.title.icontains(word, autoescape=True)
-            | Issue.description.icontains(word, autoescape=True)
-        )
-    column = SORT_COLUMNS[query.sort]
-    order = sa.asc if query.direction == "asc" else sa.desc
-    return select.order_by(order(column), order(Issue.id))
+    if query.q is not None:
+        select = select.where(text_search.matches(db.session.get_bind().dialect.name, query.q))
+    return select
 
 
 ISSUE_PAGE = TypeAdapter(list[IssueOut])
@@ -126,7 +131,8 @@ def respond(issue: Issue, status: int = 200, headers: dict[str, str] | None = No
 @bp.output(list[IssueOut], headers=PageHeaders)
 def list_issues(query_data: IssueQuery) -> Any:
     """List issues, newest first, with filters, search, sort and paging."""
-    rows, headers = paginate(search(query_data, token_auth.current_user), query_data)
+    order = ORDERS[query_data.sort, query_data.direction]
+    rows, headers = paginate(search(query_data, token_auth.current_user), query_data, order)
     return Response(page_json(rows), 200, headers, mimetype="application/json")
 
 

@@ -7,10 +7,11 @@ from apiflask import APIBlueprint
 
 from sit.extensions import token_auth
 from sit.models import User, get_or_404
-from sit.pagination import paginate
+from sit.pagination import Order, paginate
 from sit.schemas import MeOut, PageHeaders, PageQuery, UserOut
 
 bp = APIBlueprint("users", __name__, tag="Users", url_prefix="/api/users")
+BY_ID = Order("id", (User.id,), descending=False)
 
 
 @bp.get("/")
@@ -20,7 +21,7 @@ bp = APIBlueprint("users", __name__, tag="Users", url_prefix="/api/users")
 def list_users(query_data: PageQuery) -> Any:
     """List users, by id."""
     listed = (User.id, User.username, User.first_name, User.last_name)
-    items, headers = paginate(sa.select(*listed).order_by(User.id), query_data)
+    items, headers = paginate(sa.select(*listed), query_data, BY_ID)
     return items, 200, headers
 
 
