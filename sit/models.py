@@ -24,6 +24,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
     impl = sa.DateTime
     cache_ok = True
+    python_type = datetime
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         return value.astimezone(UTC).replace(tzinfo=None) if value else value
