@@ -2,6 +2,7 @@
 
 import pytest
 import sqlalchemy as sa
+from conftest import ids, link_map
 
 from sit.extensions import db
 from sit.models import Issue
@@ -330,11 +331,6 @@ def listing(client, as_alice, as_bob, alice, bob):
     return [response.json["id"] for response in made]
 
 
-def ids(response):
-    assert response.status_code == 200, response.json
-    return [issue["id"] for issue in response.json]
-
-
 @pytest.mark.parametrize("path", ["/", "/api/", "/api"])
 def test_list_is_newest_first_by_default(client, as_alice, listing, path):
     assert ids(client.get(path, headers=as_alice)) == listing[::-1]
@@ -385,12 +381,6 @@ def test_text_comes_back_as_utf_8_from_one_issue_and_a_listing(client, as_alice,
         assert response.mimetype == "application/json"
         assert "Ünïcödé ✓ 問題".encode() in response.data
         assert response.data.endswith(b"}\n") or response.data.endswith(b"]\n")
-
-
-def link_map(response):
-    """The Link header's URLs by rel, as paths."""
-    parts = [part.split("; ") for part in response.headers["Link"].split(", ")]
-    return {rel[5:-1]: url[1:-1].removeprefix("http://sit.test") for url, rel in parts}
 
 
 def test_list_pages_with_link_and_total(client, as_alice, listing):
