@@ -37,7 +37,7 @@ SQLITE_UPGRADE = [
     # remove_diacritics 0: as PostgreSQL's 'simple' configuration, "é" is not "e".
     """CREATE VIRTUAL TABLE issues_fts USING fts5(
         title, description, content='issues', content_rowid='id',
-        tokenize='unicode61 remove_diacritics 0', prefix='1 2')""",
+        tokenize='unicode61 remove_diacritics 0')""",
     """CREATE TRIGGER issues_fts_insert AFTER INSERT ON issues BEGIN
         INSERT INTO issues_fts(rowid, title, description)
         VALUES (new.id, new.title, new.description);
