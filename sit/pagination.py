@@ -82,10 +82,11 @@ def read_cursor(text: str, order: Order) -> Cursor:
 
 
 def paginate(
-    select: sa.Select[Any], query: PageQuery, order: Order
+    select: sa.Select[Any], query: PageQuery, order: Order, counted: sa.Select[Any] | None = None
 ) -> tuple[list[sa.Row[Any]], dict[str, str]]:
     """One page of the rows of an unexecuted query, in `order`, and the headers that say where
-    the others are. A page past the last one is empty.
+    the others are. A page past the last one is empty. `counted` has as many rows as `select`,
+    for a faster count.
 
     :raise 400: `cursor` is not one of this listing's, or comes with `page`.
     """
@@ -104,7 +105,7 @@ def paginate(
     if not cursor and not more and (rows or offset == 0):
         total: int | None = offset + len(rows)  # this page ends the listing: no count needed
     else:
-        total = capped_count(select)
+        total = capped_count(select if counted is None else counted)
     last = max(math.ceil(total / query.per_page), 1) if total is not None else None
     links = {"first": page_url(page=1)}
     if rows and (more if backward else bool(cursor or offset)):

@@ -5,7 +5,10 @@ language, so no character a user types is ever read as query syntax. A word is a
 and digits, as migration 0004 indexes the text on both databases.
 """
 
+import functools
+import math
 import re
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -24,9 +27,11 @@ def words(text: str) -> list[str]:
     return WORD.findall(text.lower())
 
 
-def fts5_query(found: list[str]) -> str:
-    """Each word as an FTS5 string (a `"` doubled), `*` outside it: the word or its start."""
-    return " ".join('"' + word.replace('"', '""') + '"*' for word in found)
+def fts5_query(found: list[str], starts: bool = True) -> str:
+    """Each word as an FTS5 string (a `"` doubled), `*` outside it: the word or its start (or,
+    not `starts`, only the word)."""
+    star = "*" if starts else ""
+    return " ".join('"' + word.replace('"', '""') + '"' + star for word in found)
 
 
 def tsquery(found: list[str]) -> str:
@@ -35,21 +40,76 @@ def tsquery(found: list[str]) -> str:
     return " & ".join(f"'{word}':*" for word in quoted)
 
 
-def matching_ids(found: list[str]) -> sa.Select[tuple[int]]:
-    """SQLite: the ids of the issues that have every word, from the FTS5 index."""
-    return sa.select(FTS.c.rowid).where(FTS.c.issues_fts.op("MATCH")(fts5_query(found)))
+def matching_ids(found: list[str], starts: bool = True) -> sa.Select[tuple[int]]:
+    """SQLite: the ids of the issues that have every word (or its start), from the index."""
+    return sa.select(FTS.c.rowid).where(FTS.c.issues_fts.op("MATCH")(fts5_query(found, starts)))
 
 
-def matches(dialect: str, text: str) -> sa.ColumnElement[bool]:
+def at_least(connection: sa.Connection, ids: sa.Select[tuple[int]], enough: int) -> bool:
+    """Whether the query has `enough` rows, read no further than that."""
+    count = sa.select(sa.func.count()).select_from(ids.limit(enough).subquery())
+    return connection.execute(count).scalar_one() >= enough
+
+
+def at_least_matches(connection: sa.Connection, found: list[str], enough: int) -> bool:
+    """Whether `enough` issues have the words, or their starts. FTS5 reads a word's issues as
+    it goes, but merges every issue of every word a start begins before the first (28 ms for
+    "crash" at a million issues): the issues that have the words themselves are a subset that
+    often tells alone (1 ms)."""
+    return at_least(connection, matching_ids(found, starts=False), enough) or at_least(
+        connection, matching_ids(found), enough
+    )
+
+
+def matches(connection: sa.Connection, text: str) -> sa.ColumnElement[bool]:
     """Issues whose title or description has every word of `text`, each as a word or the start
-    of one, case-insensitive. Text without a letter or digit matches no issue."""
+    of one, case-insensitive. Text without a letter or digit matches no issue.
+
+    On SQLite this counts the matches first (at most a few thousand): few, and the listing
+    reads them from the index and sorts them; many, and it walks its sort's index checking each
+    row's text (`has_words`), which finds a page after a few rows (bench/RESULTS.md "At scale").
+    PostgreSQL's planner makes that choice itself, from its statistics.
+    """
     found = words(text)
     if not found:
         return sa.false()
-    if dialect == "sqlite":
+    if connection.dialect.name != "sqlite":
+        query = sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), tsquery(found))
+        return SEARCH_VECTOR.op("@@")(query)
+    if few_matches(connection, found):
         return Issue.id.in_(matching_ids(found))
-    query = sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), tsquery(found))
-    return SEARCH_VECTOR.op("@@")(query)
+    return sa.func.sit_has_words(Issue.title, Issue.description, " ".join(found)) == 1
+
+
+def few_matches(connection: sa.Connection, found: list[str]) -> bool:
+    """Whether sorting every match costs less than checking rows in order until a page is full:
+    measured, sorting costs about 3 µs a match, checking 5 µs a row, and a page of 30 needs
+    30 * issues / matches rows checked, so fewer than sqrt(50 * issues) matches are few."""
+    issues = connection.execute(sa.select(sa.func.max(Issue.id))).scalar() or 0
+    return not at_least_matches(connection, found, math.isqrt(50 * issues) + 1)
+
+
+def counted(connection: sa.Connection, text: str, cap: int) -> sa.Select[Any] | None:
+    """SQLite: the issues that match `text` straight from the FTS5 index, to count up to `cap`;
+    those that have the words themselves when they alone are more. None on PostgreSQL, whose
+    planner counts the listing as fast."""
+    found = words(text)
+    if not found or connection.dialect.name != "sqlite":
+        return None
+    exact = matching_ids(found, starts=False)
+    return exact if at_least(connection, exact, cap + 1) else matching_ids(found)
+
+
+@functools.lru_cache(maxsize=256)
+def word_starts(found: str) -> list[re.Pattern[str]]:
+    return [re.compile(r"(?<![^\W_])" + re.escape(word)) for word in found.split()]
+
+
+def has_words(title: str, description: str, found: str) -> bool:
+    """SQLite's `sit_has_words`: whether the text has each of the words (space-separated) as a
+    word or the start of one; what the FTS5 index finds, for one row."""
+    text = f"{title} {description}".lower()
+    return all(start.search(text) for start in word_starts(found))
 
 
 def is_modeled(name: str | None, type_: str) -> bool:

@@ -4,6 +4,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from sit import search
+
 # Each connection waits up to this long for another process's write to finish.
 BUSY_TIMEOUT_SECONDS = 30
 
@@ -25,6 +27,8 @@ def engine_options(uri: str) -> dict[str, Any]:
 
 
 def set_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    """The pragmas, and search's row check (`sit.search.has_words`)."""
+    dbapi_connection.create_function("sit_has_words", 3, search.has_words, deterministic=True)
     cursor = dbapi_connection.cursor()
     for pragma in PRAGMAS:
         cursor.execute(pragma)

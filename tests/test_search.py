@@ -148,8 +148,7 @@ def test_the_migration_indexes_issues_that_exist(tmp_path, monkeypatch, request)
                 {"at": "2026-01-01 00:00:00"},
             )
         upgrade(directory=str(ROOT / "migrations"))
-        dialect = db.engine.dialect.name
-        query = sa.select(Issue.title).where(search.matches(dialect, "old cra"))
+        query = sa.select(Issue.title).where(search.matches(db.session.connection(), "old cra"))
         assert db.session.scalars(query).all() == ["Old crash"]
         db.session.remove()
         db.engine.dispose()
