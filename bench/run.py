@@ -348,6 +348,7 @@ def main() -> None:
         if "scale" in data:  # its own section of RESULTS.md, the others kept
             data["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
             data["command"] = "python bench/run.py --only scale" + " --quick" * args.quick
+            args.out.mkdir(parents=True, exist_ok=True)
             report.write_scale(data, args.out / "RESULTS.md")
             report.draw_scale(data["scale"], args.out / "scale.png")
         return
