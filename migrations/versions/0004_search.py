@@ -58,9 +58,11 @@ SQLITE_DOWNGRADE = [
     *(f"DROP TRIGGER issues_fts_{event}" for event in ("insert", "delete", "update")),
     "DROP TABLE issues_fts",
 ]
+# A tsvector holds at most 1 MiB, which a description of distinct words within SIT's 1 MiB
+# body limit can pass: PostgreSQL indexes the first 200,000 characters (at most about 500 KB).
 POSTGRESQL_UPGRADE = [
     """ALTER TABLE issues ADD COLUMN search_vector tsvector GENERATED ALWAYS AS (
-        to_tsvector('simple', regexp_replace(title || ' ' || description,
+        to_tsvector('simple', regexp_replace(left(title || ' ' || description, 200000),
                                              '[^[:alnum:]]+', ' ', 'g'))) STORED""",
     "CREATE INDEX ix_issues_search_vector ON issues USING gin (search_vector)",
 ]
