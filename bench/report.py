@@ -173,7 +173,8 @@ def scale_section(data: dict[str, Any]) -> list[str]:
         f"the median of {figures['requests']} sequential requests after one warm-up, in ms, "
         "measured from the client (urllib on loopback). PostgreSQL runs on the same machine. "
         f"Goal: at {sizes[-1]:,} issues at most {scale.GOAL_RATIO:g} times the time at "
-        f"{sizes[0]:,}, or at most {scale.GOAL_MS:g} ms more.",
+        f"{sizes[0]:,}, or at most {scale.GOAL_MS:g} ms more. Load average when it started: "
+        f"{figures.get('load', 'not recorded')}.",
         "",
     ]
     for kind, title in DATABASES.items():

@@ -3,6 +3,7 @@ users), on SQLite and on PostgreSQL, served by one gunicorn worker; the median o
 requests after one warm-up, as a new user would try it after `flask sit seed-demo`."""
 
 import json
+import os
 import statistics
 import time
 import urllib.request
@@ -107,7 +108,8 @@ def one_size(folder: Path, sink: servers.Sink, kind: str, issues: int) -> dict[s
 
 
 def phase(folder: Path, sink: servers.Sink, sizes: tuple[int, ...], log: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"sizes": list(sizes), "users": USERS, "requests": REQUESTS}
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    out: dict[str, Any] = {"sizes": list(sizes), "users": USERS, "requests": REQUESTS, "load": load}
     for kind in ("sqlite", "postgresql"):
         out[kind] = {}
         for issues in sizes:
