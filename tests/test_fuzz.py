@@ -41,6 +41,13 @@ include-method-regex = "^(GET|PUT|PATCH)$"
 parameters."path.pk" = {{ dictionary = "issues", probability = 0.5 }}
 
 [[operations]]
+include-method = "GET"
+include-path-regex = "^/(api/)?(users/)?$"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "3xx", "400", "401", "403", "404", "429", "5xx",
+]
+
+[[operations]]
 include-method = "DELETE"
 parameters."path.pk" = {{ dictionary = "doomed", probability = 0.5 }}
 """
@@ -54,6 +61,13 @@ FALSE_POSITIVES = """
 include-method-regex = "^(POST|PUT|PATCH)$"
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "400", "401", "403", "404", "409", "412", "429", "5xx",
+]
+
+[[operations]]
+include-method = "GET"
+include-path-regex = "^/(api/)?(users/)?$"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "3xx", "400", "401", "403", "404", "429", "5xx",
 ]
 
 [[operations]]
