@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import scale
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the backend
@@ -149,8 +150,86 @@ def write(data: dict[str, Any], path: Path) -> None:
         *profile_sections(data["profiles"]),
         "![req/s and p99 per scenario](results.png)",
         "",
+        *scale_section(data),
     ]
     path.write_text("\n".join(lines))
+
+
+SCALE_BEGIN, SCALE_END = "<!-- scale phase -->", "<!-- end of the scale phase -->"
+DATABASES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+
+def scale_section(data: dict[str, Any]) -> list[str]:
+    """The scale phase's tables, between markers that `write_scale` finds again."""
+    figures = data["scale"]
+    sizes = figures["sizes"]
+    lines = [
+        SCALE_BEGIN,
+        "## At scale (issue 15)",
+        "",
+        f"Written by `{data['command']}` on {data['date']}. Each listing of issue 15 on a "
+        f"database that `flask sit seed-demo --users {figures['users']:,}` filled with each "
+        "number of issues, served by one gunicorn worker (SIT's `gunicorn.conf.py`, `-w 1`); "
+        f"the median of {figures['requests']} sequential requests after one warm-up, in ms, "
+        "measured from the client (urllib on loopback). PostgreSQL runs on the same machine. "
+        f"Goal: at {sizes[-1]:,} issues at most {scale.GOAL_RATIO:g} times the time at "
+        f"{sizes[0]:,}, or at most {scale.GOAL_MS:g} ms more. Load average when it started: "
+        f"{figures.get('load', 'not recorded')}.",
+        "",
+    ]
+    for kind, title in DATABASES.items():
+        rows = scale.verdicts(figures, kind)
+        worst = max(rows, key=lambda row: (not row[3], row[1]))
+        header = " | ".join(f"{n:,}" for n in sizes)
+        lines += [
+            f"**{title}** (worst ratio {worst[1]:.2f}, {worst[0]}; "
+            f"{sum(row[3] for row in rows)} of {len(rows)} meet the goal)",
+            "",
+            f"| query | {header} | ratio | + ms | goal |",
+            "|---|" + "---|" * len(sizes) + "---|---|---|",
+        ]
+        for name, ratio, more, met in rows:
+            cells = " | ".join(fmt(figures[kind][str(n)]["ms"][name], 1) for n in sizes)
+            verdict = "met" if met else "**missed**"
+            lines.append(f"| {name} | {cells} | {ratio:.2f} | {more:+.1f} | {verdict} |")
+        seeds = ", ".join(f"{n:,}: {figures[kind][str(n)]['seed_s']:.0f} s" for n in sizes)
+        lines += ["", f"`seed-demo` wall time on {title}: {seeds}.", ""]
+    lines += ["![latency against size, log scale](scale.png)", "", SCALE_END, ""]
+    return lines
+
+
+def write_scale(data: dict[str, Any], path: Path) -> None:
+    """Put the scale phase's section into RESULTS.md in place of the last one, the rest kept."""
+    text = path.read_text() if path.exists() else "# SIT benchmark results\n\n"
+    section = "\n".join(scale_section(data))
+    if SCALE_BEGIN in text:
+        before, rest = text.split(SCALE_BEGIN, 1)
+        text = before + section + rest.split(SCALE_END, 1)[1].removeprefix("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+def draw_scale(figures: dict[str, Any], path: Path) -> None:
+    """One panel per database: each query's median time against the number of issues."""
+    sizes = figures["sizes"]
+    figure, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
+    for panel, (kind, title) in zip(axes, DATABASES.items(), strict=True):
+        for name in scale.QUERIES:
+            times = [figures[kind][str(n)]["ms"][name] for n in sizes]
+            panel.plot(sizes, times, marker="o", label=name)
+        panel.set_xscale("log")
+        panel.set_yscale("log")
+        panel.set_title(title)
+        panel.set_xlabel("issues")
+        panel.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("median latency (ms), one worker")
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=3, fontsize="small")
+    figure.suptitle("SIT listings against the number of issues")
+    figure.tight_layout(rect=(0, 0.16, 1, 1))
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def draw(data: dict[str, Any], path: Path) -> None:

@@ -1,8 +1,8 @@
 """`make bench`: measure SIT beside a bare WSGI app and a Django REST Framework peer, and write
 `bench/RESULTS.md` and `bench/results.png`. Run from the project folder with SIT's virtualenv:
 `.venv/bin/python bench/run.py` (`--quick` for a short smoke run, `--out DIR` elsewhere, `--only
-http` (or lateness, digest) to run one phase while working on it: that prints its figures and
-writes no report)."""
+http` (or lateness, digest, scale) to run one phase while working on it: that prints its figures
+and writes no report, but for scale, which writes its own section of RESULTS.md)."""
 
 import argparse
 import json
@@ -23,6 +23,7 @@ from typing import Any
 
 import load
 import report
+import scale
 import servers
 import spy
 from goals import goals, ratio_rows
@@ -43,10 +44,12 @@ class Settings:
     lateness_rate: float
     lateness_delay: int
     digest_sizes: tuple[tuple[int, int], ...]  # (users, issues): the large one first
+    scale_sizes: tuple[int, ...]  # issues: the smallest first
 
 
-FULL = Settings(4, 1, 3, 60, 20, 5, ((10_000, 100_000), (2_500, 25_000)))
-QUICK = Settings(2, 1, 2, 10, 20, 3, ((1_000, 10_000), (250, 2_500)))
+FULL = Settings(4, 1, 3, 60, 20, 5, ((10_000, 100_000), (2_500, 25_000)),
+                (10_000, 100_000, 1_000_000))  # fmt: skip
+QUICK = Settings(2, 1, 2, 10, 20, 3, ((1_000, 10_000), (250, 2_500)), (1_000, 10_000))
 
 
 @dataclass
@@ -264,7 +267,16 @@ def digest_phase(folder: Path, sink: servers.Sink, settings: Settings) -> dict[s
     return {"digest": {"runs": runs, "raw": raw}}
 
 
-PHASES = {"http": http_phase, "lateness": lateness_phase, "digest": digest_phase}
+def scale_phase(folder: Path, sink: servers.Sink, settings: Settings) -> dict[str, Any]:
+    return scale.phase(folder, sink, settings.scale_sizes, log)
+
+
+PHASES = {
+    "http": http_phase,
+    "lateness": lateness_phase,
+    "digest": digest_phase,
+    "scale": scale_phase,
+}
 
 
 def partial_figures(data: dict[str, Any]) -> dict[str, Any]:
@@ -333,6 +345,12 @@ def main() -> None:
             shutil.rmtree(folder, ignore_errors=True)
     if args.only:
         print(json.dumps(partial_figures(data), indent=1, default=str))
+        if "scale" in data:  # its own section of RESULTS.md, the others kept
+            data["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+            data["command"] = "python bench/run.py --only scale" + " --quick" * args.quick
+            args.out.mkdir(parents=True, exist_ok=True)
+            report.write_scale(data, args.out / "RESULTS.md")
+            report.draw_scale(data["scale"], args.out / "scale.png")
         return
     data["medians"] = medians(data["http"])
     data["goals"] = goals(data)
@@ -343,6 +361,7 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(data, indent=1, default=str))
     report.write(data, args.out / "RESULTS.md")
     report.draw(data, args.out / "results.png")
+    report.draw_scale(data["scale"], args.out / "scale.png")
     log(f"wrote {args.out / 'RESULTS.md'} in {data['duration_s'] / 60:.1f} min")
 
 

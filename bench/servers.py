@@ -69,6 +69,7 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
+    size: int = WORKERS  # how many workers it runs
 
     def workers(self) -> list[int]:
         return children(self.process.pid)
@@ -95,7 +96,7 @@ def wait_ready(server: Server, path: str, headers: dict[str, str], timeout: floa
         try:
             request = urllib.request.Request(server.url + path, headers=headers)
             with urllib.request.urlopen(request, timeout=2) as response:
-                if response.status == 200 and len(server.workers()) == WORKERS:
+                if response.status == 200 and len(server.workers()) == server.size:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
@@ -103,11 +104,13 @@ def wait_ready(server: Server, path: str, headers: dict[str, str], timeout: floa
     raise RuntimeError(f"{server.name} did not answer {path} in {timeout} s")
 
 
-def gunicorn(name: str, app: str, config: str, env: dict[str, str], folder: Path) -> Server:
-    """`gunicorn -c <config> -w 4 -b <free port> <app>` from the project folder."""
+def gunicorn(
+    name: str, app: str, config: str, env: dict[str, str], folder: Path, workers: int = WORKERS
+) -> Server:
+    """`gunicorn -c <config> -w <workers> -b <free port> <app>` from the project folder."""
     port = free_port()
     log = folder / f"{name}.log"
-    args = [str(BIN / "gunicorn"), "-c", config, "-w", str(WORKERS), "-b", f"127.0.0.1:{port}"]
+    args = [str(BIN / "gunicorn"), "-c", config, "-w", str(workers), "-b", f"127.0.0.1:{port}"]
     with log.open("ab") as out:
         process = subprocess.Popen(
             [*args, *app.split()],
@@ -118,7 +121,7 @@ def gunicorn(name: str, app: str, config: str, env: dict[str, str], folder: Path
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    return Server(name, f"http://127.0.0.1:{port}", process, log)
+    return Server(name, f"http://127.0.0.1:{port}", process, log, workers)
 
 
 def sit_env(instance: Path, sink_port: int, **extra: str) -> dict[str, str]:

@@ -4,6 +4,8 @@ from logging.config import fileConfig
 from alembic import context
 from flask import current_app
 
+from sit import search
+
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
 config = context.config
@@ -41,8 +43,9 @@ target_db = current_app.extensions["migrate"].db
 
 
 def include_object(object, name, type_, reflected, compare_to):
-    """Leave APScheduler's job table alone: migration 0002 creates it, no model describes it."""
-    return not (type_ == "table" and name == "apscheduler_jobs")
+    """Leave APScheduler's job table (migration 0002) and search's index (0004) alone: no model
+    describes them."""
+    return not (type_ == "table" and name == "apscheduler_jobs") and search.is_modeled(name, type_)
 
 
 def get_metadata():

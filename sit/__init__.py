@@ -17,6 +17,7 @@ from sit import (
     issues,
     metrics,
     scheduler,
+    search,
     security,
     sqlite,
     unsubscribe,
@@ -68,6 +69,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrations: bool = 
     flask_mail.init_app(app)
     with app.app_context():
         sqlite.tune(db.engine)
+        search.init_engine(db.engine)
         scheduler.init_app(app)
 
     metrics.init_app(app)  # first: its timer starts before any other hook

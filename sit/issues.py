@@ -8,10 +8,11 @@ from flask import Response, request
 from pydantic import TypeAdapter
 
 from sit import errors, notifications
+from sit import search as text_search
 from sit.auth import Caller
 from sit.extensions import db, token_auth
 from sit.models import Issue, User, get_or_404
-from sit.pagination import paginate
+from sit.pagination import COUNT_CAP, Order, paginate
 from sit.schemas import (
     CreatedHeaders,
     IssueHeaders,
@@ -33,7 +34,16 @@ CHANGE_ERRORS = {
 NOT_MODIFIED = {
     304: {"description": "If-None-Match names the current version", "headers": IssueHeaders}
 }
-SORT_COLUMNS = {"id": Issue.id, "created": Issue.created_at, "updated": Issue.updated_at}
+# Each sort, each direction; ties broken by id.
+ORDERS = {
+    (sort, direction): Order(f"{sort}.{direction}", columns, direction == "desc")
+    for sort, columns in [
+        ("id", (Issue.id,)),
+        ("created", (Issue.created_at, Issue.id)),
+        ("updated", (Issue.updated_at, Issue.id)),
+    ]
+    for direction in ("asc", "desc")
+}
 
 
 def get_own_issue(pk: int) -> Issue:
@@ -82,28 +92,35 @@ LISTED = (
 READ_ONE = sa.select(*LISTED, Issue.etag.label("etag")).where(Issue.id == sa.bindparam("pk"))
 
 
-def search(query: IssueQuery, me: Caller) -> sa.Select[Any]:
-    """The listing's filters, search words and order, as one unexecuted query."""
-    select = sa.select(*LISTED)
+def filters(query: IssueQuery, me: Caller) -> list[sa.ColumnElement[bool]]:
+    """The listing's filters, but for its search words."""
+    where = []
     if query.status:
-        select = select.where(Issue.status == query.status)
+        where.append(Issue.status == query.status)
     if query.assigned_to == "none":
-        select = select.where(Issue.assigned_to_id.is_(None))
+        where.append(Issue.assigned_to_id.is_(None))
     elif query.assigned_to is not None:
-        assignee = me.id if query.assigned_to == "me" else query.assigned_to
-        select = select.where(Issue.assigned_to_id == assignee)
+        where.append(
+            Issue.assigned_to_id == (me.id if query.assigned_to == "me" else query.assigned_to)
+        )
     if query.created_by is not None:
         username = me.username if query.created_by == "me" else query.created_by
         creator = sa.select(User.id).where(User.username == username).scalar_subquery()
-        select = select.where(Issue.created_by_id == creator)
-    for word in (query.q or "").split():
-        select = select.where(
-            Issue.title.icontains(word, autoescape=True)
-            | Issue.description.icontains(word, autoescape=True)
-        )
-    column = SORT_COLUMNS[query.sort]
-    order = sa.asc if query.direction == "asc" else sa.desc
-    return select.order_by(order(column), order(Issue.id))
+        where.append(Issue.created_by_id == creator)
+    return where
+
+
+def search(query: IssueQuery, me: Caller) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """The listing's filters and search words, as one unexecuted query (paginate orders it),
+    and the query of the same issues that counts them fastest (for X-Total-Count)."""
+    where = filters(query, me)
+    listed = sa.select(*LISTED).where(*where)
+    if query.q is None:
+        return listed, listed
+    connection = db.session.connection()
+    listed = listed.where(text_search.matches(connection, query.q))
+    words_only = None if where else text_search.counted(connection, query.q, COUNT_CAP)
+    return listed, listed if words_only is None else words_only
 
 
 ISSUE_PAGE = TypeAdapter(list[IssueOut])
@@ -131,7 +148,9 @@ def respond(issue: Issue, status: int = 200, headers: dict[str, str] | None = No
 @bp.output(list[IssueOut], headers=PageHeaders)
 def list_issues(query_data: IssueQuery) -> Any:
     """List issues, newest first, with filters, search, sort and paging."""
-    rows, headers = paginate(search(query_data, token_auth.current_user), query_data)
+    order = ORDERS[query_data.sort, query_data.direction]
+    listed, counted = search(query_data, token_auth.current_user)
+    rows, headers = paginate(listed, query_data, order, counted)
     return Response(page_json(rows), 200, headers, mimetype="application/json")
 
 

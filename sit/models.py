@@ -28,6 +28,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
     impl = sa.DateTime
     cache_ok = True
+    python_type = datetime
 
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         return value.astimezone(UTC).replace(tzinfo=None) if value else value
@@ -112,21 +113,32 @@ def new_issue_id() -> str:
     return secrets.token_hex(6)
 
 
+# A listing filters on at most these columns and sorts by these, id breaking ties: one index
+# for each filter (or none) with each sort serves any listing's page in index order.
+FILTERED = ("status", "assigned_to_id", "created_by_id")
+SORTED = ("created_at", "updated_at")
+LISTING_INDEXES = [
+    *[(column, "id") for column in FILTERED],
+    *[(*prefix, sort, "id") for prefix in ((), *((c,) for c in FILTERED)) for sort in SORTED],
+]
+
+
 class Issue(db.Model):
     __tablename__ = "issues"
-    __table_args__ = {"sqlite_autoincrement": True}  # a deleted issue's URL is never reused
+    __table_args__ = (
+        *(sa.Index(f"ix_issues_{'_'.join(columns)}", *columns) for columns in LISTING_INDEXES),
+        {"sqlite_autoincrement": True},  # a deleted issue's URL is never reused
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     issue_id: Mapped[str] = mapped_column(sa.String(12), unique=True, default=new_issue_id)
     title: Mapped[str] = mapped_column(sa.String(255))
     description: Mapped[str] = mapped_column(sa.Text, default="")
-    status: Mapped[str] = mapped_column(sa.String(1), default="O", index=True)
-    assigned_to_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"), index=True)
-    created_by_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
-    updated_at: Mapped[datetime] = mapped_column(
-        UTCDateTime, default=utcnow, onupdate=utcnow, index=True
-    )
+    status: Mapped[str] = mapped_column(sa.String(1), default="O")
+    assigned_to_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    created_by_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column()
 
     creator: Mapped[User] = relationship(

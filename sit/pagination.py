@@ -1,37 +1,137 @@
-"""Paging a listing: a plain JSON array, with `Link` and `X-Total-Count` headers."""
+"""Paging a listing: a plain JSON array, with `Link` and `X-Total-Count` headers.
 
+`next` and `prev` carry a cursor: the sort key of the row a page ends (or starts) at, signed, so
+the page after any page is an index range that costs what the first page does. `page=` (an
+offset) keeps working, at an offset's cost.
+"""
+
+import functools
 import math
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from flask import current_app, request
+from itsdangerous import BadSignature, URLSafeSerializer
 
+from sit import errors
 from sit.extensions import db
 from sit.schemas import PageQuery
 
+COUNT_CAP = 10_000  # more matches than this and X-Total-Count (and `last`) is left out
+NEXT, PREV = "n", "p"
 
-def paginate(select: sa.Select[Any], query: PageQuery) -> tuple[list[sa.Row[Any]], dict[str, str]]:
-    """One page of the rows of an unexecuted query, and the headers that say where the others
-    are. A page past the last one is empty."""
+
+@dataclass(frozen=True)
+class Order:
+    """A listing's order: its key columns, the last one unique (the id), all one direction."""
+
+    name: str  # "created.desc": a cursor made for another order is refused
+    columns: tuple[sa.ColumnElement[Any], ...]
+    descending: bool
+
+    def by(self, backward: bool = False) -> list[sa.ColumnElement[Any]]:
+        """ORDER BY, or its reverse to walk back from a cursor."""
+        order = sa.desc if self.descending != backward else sa.asc
+        return [order(column) for column in self.columns]
+
+    def beyond(self, key: list[Any], backward: bool) -> sa.ColumnElement[bool]:
+        """The rows after the row with this key, in this order (or before it, backward)."""
+        values = zip(self.columns, key, strict=True)
+        boundary = sa.tuple_(*(sa.bindparam(None, value, c.type) for c, value in values))
+        rows = sa.tuple_(*self.columns)
+        return rows < boundary if self.descending != backward else rows > boundary
+
+
+@dataclass(frozen=True)
+class Cursor:
+    rel: str  # NEXT: the rows after `key`; PREV: those before it
+    key: list[Any]
+
+
+@functools.cache
+def _serializer(secret_key: str) -> URLSafeSerializer:
+    return URLSafeSerializer(secret_key, salt="sit.cursor")
+
+
+def write_cursor(order: Order, rel: str, row: sa.Row[Any]) -> str:
+    key = [row._mapping[column.key] for column in order.columns]
+    values = [v.isoformat() if isinstance(v, datetime) else v for v in key]
+    return _serializer(current_app.config["SECRET_KEY"]).dumps([order.name, rel, *values])
+
+
+def read_cursor(text: str, order: Order) -> Cursor:
+    """The cursor a `next` or `prev` link of this listing carries.
+
+    :raise 400: it is not one SIT signed, or it was made for another order.
+    """
+    try:
+        name, rel, *values = _serializer(current_app.config["SECRET_KEY"]).loads(text)
+        if name != order.name or rel not in (NEXT, PREV):
+            raise ValueError
+        types = [column.type.python_type for column in order.columns]
+        key = [
+            datetime.fromisoformat(v) if t is datetime else t(v)
+            for t, v in zip(types, values, strict=True)
+        ]
+    except (BadSignature, ValueError, TypeError):
+        errors.invalid({"cursor": ["not a cursor of this listing: follow a Link header's"]})
+    return Cursor(rel, key)
+
+
+def paginate(
+    select: sa.Select[Any], query: PageQuery, order: Order, counted: sa.Select[Any] | None = None
+) -> tuple[list[sa.Row[Any]], dict[str, str]]:
+    """One page of the rows of an unexecuted query, in `order`, and the headers that say where
+    the others are. A page past the last one is empty. `counted` has as many rows as `select`,
+    for a faster count.
+
+    :raise 400: `cursor` is not one of this listing's, or comes with `page`.
+    """
+    if query.cursor is not None and "page" in query.model_fields_set:
+        errors.invalid({"cursor": ["give either cursor or page, not both"]})
+    cursor = read_cursor(query.cursor, order) if query.cursor is not None else None
+    backward = cursor is not None and cursor.rel == PREV
+    offset = 0 if cursor else (query.page - 1) * query.per_page
+    page = select.order_by(*order.by(backward)).limit(query.per_page + 1).offset(offset)
+    if cursor:
+        page = page.where(order.beyond(cursor.key, backward))
     connection = db.session.connection()  # Core statements: no ORM objects to build
-    count = select.with_only_columns(sa.func.count(), maintain_column_froms=True).order_by(None)
-    total = connection.execute(count).scalar_one()
-    offset = (query.page - 1) * query.per_page
-    rows = connection.execute(select.limit(query.per_page).offset(offset)).all()
-    last = max(math.ceil(total / query.per_page), 1)
-    targets = {"first": 1}
-    if query.page > 1:
-        targets["prev"] = min(query.page - 1, last)
-    if query.page < last:
-        targets["next"] = query.page + 1
-    targets["last"] = last
-    links = [f'<{page_url(number)}>; rel="{rel}"' for rel, number in targets.items()]
-    return rows, {"Link": ", ".join(links), "X-Total-Count": str(total)}
+    rows = connection.execute(page).all()
+    more = len(rows) > query.per_page  # in the direction walked
+    rows = rows[: query.per_page][::-1] if backward else rows[: query.per_page]
+    if not cursor and not more and (rows or offset == 0):
+        total: int | None = offset + len(rows)  # this page ends the listing: no count needed
+    else:
+        total = capped_count(select if counted is None else counted)
+    last = max(math.ceil(total / query.per_page), 1) if total is not None else None
+    links = {"first": page_url(page=1)}
+    if rows and (more if backward else bool(cursor or offset)):
+        links["prev"] = page_url(cursor=write_cursor(order, PREV, rows[0]))
+    elif offset and not rows:  # past the end of the listing, by page number
+        links["prev"] = page_url(page=min(query.page - 1, last or query.page))
+    if rows and (more or backward):
+        links["next"] = page_url(cursor=write_cursor(order, NEXT, rows[-1]))
+    headers = {}
+    if last is not None:
+        links["last"] = page_url(page=last)
+        headers["X-Total-Count"] = str(total)
+    headers["Link"] = ", ".join(f'<{url}>; rel="{rel}"' for rel, url in links.items())
+    return rows, headers
 
 
-def page_url(number: int) -> str:
+def capped_count(select: sa.Select[Any]) -> int | None:
+    """How many rows the query has, or None when more than COUNT_CAP: counting stops there, so
+    a count costs at most what it costs on a small tracker."""
+    ones = select.with_only_columns(sa.literal(1), maintain_column_froms=True).order_by(None)
+    count = sa.select(sa.func.count()).select_from(ones.limit(COUNT_CAP + 1).subquery())
+    total = db.session.connection().execute(count).scalar_one()
+    return total if total <= COUNT_CAP else None
+
+
+def page_url(**arg: str | int) -> str:
     """This request's URL under `PUBLIC_URL` (never the Host header), at another page."""
-    args = request.args.to_dict()
-    args["page"] = str(number)
+    args = {k: v for k, v in request.args.items() if k not in ("page", "cursor")} | arg
     return f"{current_app.config['PUBLIC_URL']}{request.path}?{urlencode(args)}"

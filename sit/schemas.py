@@ -211,6 +211,9 @@ class PageQuery(BaseModel):
 
     page: int = Field(default=1, ge=1, le=10**9)
     per_page: int = Field(default=30, ge=1, le=100)
+    cursor: str | None = Field(
+        default=None, max_length=300, description="Where a Link header's next or prev goes on"
+    )
 
 
 class IssueQuery(PageQuery):
@@ -341,7 +344,11 @@ class HealthOut(Output):
 
 class PageHeaders(BaseModel):
     link: str = Field(alias="Link", description="first, prev, next and last pages (RFC 8288)")
-    x_total_count: int = Field(alias="X-Total-Count", description="Items on all pages together")
+    x_total_count: int | SkipJsonSchema[None] = Field(
+        default=None,
+        alias="X-Total-Count",
+        description="Items on all pages together; left out when more than 10,000 match",
+    )
 
 
 class IssueHeaders(BaseModel):

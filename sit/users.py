@@ -12,7 +12,7 @@ from apiflask import APIBlueprint, abort
 from sit import accounts, auth, errors
 from sit.extensions import db, token_auth
 from sit.models import User, get_or_404
-from sit.pagination import paginate
+from sit.pagination import Order, paginate
 from sit.schemas import (
     MeOut,
     MePatch,
@@ -29,6 +29,7 @@ from sit.schemas import (
 )
 
 bp = APIBlueprint("users", __name__, tag="Users", url_prefix="/api/users")
+BY_ID = Order("id", (User.id,), descending=False)
 
 ADMINS_ONLY = {403: "Only admins create and change other users"}
 CHANGE_ERRORS = {
@@ -85,8 +86,8 @@ def other_active_admins(user: User) -> list[int]:
 def list_users(query_data: PageQuery) -> Any:
     """List the active users (who can be assigned), by id."""
     listed = (User.id, User.username, User.first_name, User.last_name)
-    active = sa.select(*listed).where(User.active).order_by(User.id)
-    items, headers = paginate(active, query_data)
+    active = sa.select(*listed).where(User.active)
+    items, headers = paginate(active, query_data, BY_ID)
     return items, 200, headers
 
 

@@ -257,6 +257,18 @@ def outbox(**where: Any) -> list[Email]:
     return list(db.session.scalars(sa.select(Email).filter_by(**where).order_by(Email.id)))
 
 
+def ids(response: Any) -> list[int]:
+    """The ids of a listing's issues (or users), once it answered 200."""
+    assert response.status_code == 200, response.json
+    return [item["id"] for item in response.json]
+
+
+def link_map(response: Any) -> dict[str, str]:
+    """A listing's Link header: the URL of each rel, as a path under PUBLIC_URL."""
+    parts = [part.split("; ") for part in response.headers["Link"].split(", ")]
+    return {rel[5:-1]: url[1:-1].removeprefix("http://sit.test") for url, rel in parts}
+
+
 def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -63,6 +63,13 @@ checks.positive_data_acceptance.expected-statuses = [
 ]
 
 [[operations]]
+include-method = "GET"
+include-path-regex = "^/(api/)?(users/)?$"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "3xx", "400", "401", "403", "404", "429", "5xx",
+]
+
+[[operations]]
 include-method = "DELETE"
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "404", "412", "429", "5xx",

@@ -41,9 +41,12 @@ def first_user() -> sa.ScalarSelect[int]:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        for name, default in COLUMNS.items():
-            batch.add_column(sa.Column(name, sa.Boolean(), nullable=False, server_default=default))
+    # Plain ALTER TABLE ADD COLUMN, never SQLite's batch copy of `users`: that drops the table,
+    # which the issues' foreign keys refuse once an install has issues.
+    for name, default in COLUMNS.items():
+        op.add_column(
+            "users", sa.Column(name, sa.Boolean(), nullable=False, server_default=default)
+        )
     op.execute(users.update().where(users.c.id == first_user()).values(is_admin=True))
 
 

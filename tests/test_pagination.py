@@ -1,0 +1,136 @@
+"""Paging: cursors in Link next/prev walk a listing whole, either way; X-Total-Count's rules."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from conftest import ids, link_map
+from itsdangerous import URLSafeSerializer
+
+from sit import pagination
+from sit.extensions import db
+from sit.models import Issue
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def tied(client, as_alice):
+    """Eleven issues whose created_at and updated_at repeat (ties only the id breaks)."""
+    made = [client.post("/api/", json={"title": f"t{n}"}, headers=as_alice).json for n in range(11)]
+    for n, issue in enumerate(made):
+        at = {"created_at": T0 + timedelta(seconds=n // 3), "updated_at": T0 - timedelta(n % 2)}
+        db.session.execute(sa.update(Issue).where(Issue.id == issue["id"]).values(**at))
+    db.session.commit()
+    return [issue["id"] for issue in made]
+
+
+def walk(client, headers, path, rel):
+    """The ids of every page from `path` on, following `rel` links until there is none."""
+    seen, pages = [], 0
+    while path:
+        response = client.get(path, headers=headers)
+        seen.append(ids(response))
+        path = link_map(response).get(rel)
+        pages += 1
+        assert pages < 50
+    return seen
+
+
+def flat(pages):
+    return [item for page in pages for item in page]
+
+
+@pytest.mark.parametrize("sort", ["id", "created", "updated"])
+@pytest.mark.parametrize("direction", ["asc", "desc"])
+def test_cursors_walk_the_whole_listing_both_ways(client, as_alice, tied, sort, direction):
+    listing = f"/api/?sort={sort}&direction={direction}"
+    whole = ids(client.get(listing, headers=as_alice))
+    assert sorted(whole) == sorted(tied)
+    forward = walk(client, as_alice, f"{listing}&per_page=3", "next")
+    assert [len(page) for page in forward] == [3, 3, 3, 2]
+    assert flat(forward) == whole
+    last = client.get(f"{listing}&per_page=3&page=4", headers=as_alice)
+    backward = walk(client, as_alice, link_map(last)["prev"], "prev")
+    assert flat(backward[::-1]) == whole[:9]
+    assert "prev" not in link_map(client.get(f"{listing}&per_page=3", headers=as_alice))
+
+
+def test_every_next_link_is_a_cursor_and_page_numbers_still_work(client, as_alice, tied):
+    response = client.get("/api/?sort=id&per_page=4&page=2", headers=as_alice)
+    assert ids(response) == tied[::-1][4:8]
+    links = link_map(response)
+    assert "cursor=" in links["next"] and "&page=" not in links["next"]
+    assert "cursor=" in links["prev"]
+    assert links["first"].endswith("page=1") and links["last"].endswith("page=3")
+    assert ids(client.get(links["next"], headers=as_alice)) == tied[::-1][8:]
+    assert ids(client.get(links["prev"], headers=as_alice)) == tied[::-1][:4]
+
+
+def cursor_of(client, headers):
+    link = link_map(client.get("/api/?sort=updated&per_page=2", headers=headers))["next"]
+    return link.split("cursor=")[1]
+
+
+AT = "2026-01-01T00:00:00+00:00"
+
+
+def signed(app, payload, key=None):
+    return URLSafeSerializer(key or app.config["SECRET_KEY"], salt="sit.cursor").dumps(payload)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda app, good: "garbage",
+        lambda app, good: good[:-3],  # signature cut short
+        lambda app, good: good.replace(".", "x.", 1),  # payload changed under the signature
+        lambda app, good: signed(app, ["updated.desc", "n", AT, 5], key="another installation"),
+        lambda app, good: signed(app, ["created.desc", "n", AT, 5]),  # another order's
+        lambda app, good: signed(app, ["updated.asc", "n", AT, 5]),
+        lambda app, good: signed(app, ["updated.desc", "x", AT, 5]),
+        lambda app, good: signed(app, ["updated.desc", "n", AT]),
+        lambda app, good: signed(app, ["updated.desc", "n", AT, 5, 6]),
+        lambda app, good: signed(app, ["updated.desc", "n", "yesterday", 5]),
+        lambda app, good: signed(app, ["updated.desc", "n", 5, AT]),
+        lambda app, good: signed(app, ["updated.desc", "n", AT, "five"]),
+        lambda app, good: signed(app, ["updated.desc", "n", AT, {"a": 1}]),
+        lambda app, good: signed(app, {"updated.desc": 1}),
+        lambda app, good: signed(app, "updated.desc"),
+        lambda app, good: "x" * 301,
+    ],
+)
+def test_a_forged_or_foreign_cursor_is_400_naming_it(app, client, as_alice, tied, make):
+    good = cursor_of(client, as_alice)
+    assert client.get(f"/api/?sort=updated&cursor={good}", headers=as_alice).status_code == 200
+    response = client.get(f"/api/?sort=updated&cursor={make(app, good)}", headers=as_alice)
+    assert response.status_code == 400
+    assert list(response.json["errors"]) == ["cursor"]
+
+
+def test_a_cursor_with_a_page_is_400(client, as_alice, tied):
+    good = cursor_of(client, as_alice)
+    response = client.get(f"/api/?sort=updated&page=2&cursor={good}", headers=as_alice)
+    assert response.status_code == 400
+    assert "cursor" in response.json["errors"]
+
+
+def test_total_is_exact_up_to_the_cap_then_left_out_with_last(client, as_alice, tied, monkeypatch):
+    monkeypatch.setattr(pagination, "COUNT_CAP", 10)
+    response = client.get("/api/?per_page=3", headers=as_alice)
+    assert "X-Total-Count" not in response.headers
+    assert set(link_map(response)) == {"first", "next"}
+    assert client.get("/api/?per_page=20", headers=as_alice).headers["X-Total-Count"] == "11"
+    filtered = client.get("/api/?per_page=3&q=t1", headers=as_alice)  # t1 and t10
+    assert filtered.headers["X-Total-Count"] == "2"
+    second = link_map(client.get("/api/?per_page=3&status=O", headers=as_alice))["next"]
+    assert "X-Total-Count" not in client.get(second, headers=as_alice).headers
+    monkeypatch.setattr(pagination, "COUNT_CAP", 11)
+    response = client.get("/api/?per_page=3", headers=as_alice)
+    assert response.headers["X-Total-Count"] == "11"
+    assert link_map(response)["last"].endswith("page=4")
+
+
+def test_users_page_by_cursor_too(client, as_alice, alice, bob, carol):
+    pages = walk(client, as_alice, "/api/users/?per_page=2", "next")
+    assert flat(pages) == sorted([alice.id, bob.id, carol.id])

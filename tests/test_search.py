@@ -1,0 +1,171 @@
+"""Search (`q=`): words or their starts, case-insensitive, all of them, in title or description;
+what a user types is never a query language; the index follows every change."""
+
+import hashlib
+import os
+
+import pytest
+import sqlalchemy as sa
+from conftest import POSTGRES, ROOT
+from flask_migrate import upgrade
+
+from sit import create_app, search
+from sit.extensions import db
+from sit.models import Issue
+
+
+@pytest.fixture(params=["sorted", "walked"], autouse=True)
+def plan(request, monkeypatch):
+    """The two ways to a page of search results: every match sorted, or the sort's index walked
+    with each row tested (on SQLite by `has_words`); both must find the same issues."""
+    monkeypatch.setattr(search, "few_matches", lambda *_: request.param == "sorted")
+    return request.param
+
+
+@pytest.fixture
+def titles(client, as_alice):
+    """Issues by title; each test looks them up by what it searches."""
+    made = {}
+    for title, description in [
+        ("Crash on save", "The editor crashes when saving a large file"),
+        ("Login page broken", "Nothing happens after SUBMIT"),
+        ("Slow export", "CSV takes 100% CPU; see crash.log"),
+        ('He said "NEAR(a b)" OR -x', "100%_done * 'quoted' \\ back"),
+        ("Résumé upload", "Ünïcödé 問題"),
+    ]:
+        body = {"title": title, "description": description}
+        made[title] = client.post("/api/", json=body, headers=as_alice).json["id"]
+    return made
+
+
+def found(client, as_alice, q):
+    response = client.get("/api/", query_string={"q": q, "sort": "id"}, headers=as_alice)
+    assert response.status_code == 200, response.json
+    return sorted(issue["title"] for issue in response.json)
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        ("crash", ["Crash on save", "Slow export"]),  # crash.log is the words crash and log
+        ("CRASH", ["Crash on save", "Slow export"]),
+        ("cra", ["Crash on save", "Slow export"]),  # the start of a word
+        ("crashes", ["Crash on save"]),  # only in a description
+        ("rash", []),  # inside a word is not the start of one
+        ("crash save", ["Crash on save"]),  # every word must be there
+        ("crash login", []),
+        ("submit", ["Login page broken"]),
+        ("100", ['He said "NEAR(a b)" OR -x', "Slow export"]),
+        ("résumé", ["Résumé upload"]),
+        ("RÉSU", ["Résumé upload"]),
+        ("resume", []),  # diacritics count, on both databases
+        ("問題", ["Résumé upload"]),
+        ("üNÏ", ["Résumé upload"]),
+    ],
+)
+def test_words_or_their_starts_case_insensitive_all_of_them(client, as_alice, titles, q, expected):
+    assert found(client, as_alice, q) == expected
+
+
+QUOTED = ['He said "NEAR(a b)" OR -x']
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        ('"', []),
+        ("*", []),
+        ("%", []),
+        ("_", []),
+        ("%_", []),
+        ("'", []),
+        ("\\", []),
+        (":*", []),
+        ("&|!()<->", []),
+        ("-x", QUOTED),  # the word x, not "without x"
+        ("-crash", ["Crash on save", "Slow export"]),
+        ("crash OR login", []),  # OR is a word to find, not an operator
+        ("NEAR(a b)", QUOTED),
+        ("NEAR(crash save)", []),
+        ('"crash', ["Crash on save", "Slow export"]),
+        ('cra"sh', []),  # the words cra and sh
+        ("crash*", ["Crash on save", "Slow export"]),
+        ("title:crash", []),  # not a column filter: the word title
+        ("^crash", ["Crash on save", "Slow export"]),
+        ("crash:*", ["Crash on save", "Slow export"]),
+        ("'crash' & !save", ["Crash on save"]),  # the words crash and save
+        ("AND", []),
+        ("NOT crash", []),
+        ("100%_done", QUOTED),
+        ("quoted' \\ back", QUOTED),
+    ],
+)
+def test_what_a_user_types_is_taken_literally(client, as_alice, titles, q, expected):
+    assert found(client, as_alice, q) == expected
+
+
+def test_the_index_follows_creates_changes_and_deletes(client, as_alice, new_issue):
+    issue = new_issue(title="Printer on fire", description="smoke")
+    assert found(client, as_alice, "printer smoke") == ["Printer on fire"]
+    client.patch(f"/api/{issue['id']}/", json={"title": "Scanner jammed"}, headers=as_alice)
+    assert found(client, as_alice, "printer") == []
+    assert found(client, as_alice, "scanner smoke") == ["Scanner jammed"]
+    client.patch(f"/api/{issue['id']}/", json={"status": "C"}, headers=as_alice)
+    assert found(client, as_alice, "scanner") == ["Scanner jammed"]
+    client.put(f"/api/{issue['id']}/", json={"title": "Fax"}, headers=as_alice)
+    assert found(client, as_alice, "smoke") == []
+    assert found(client, as_alice, "fax") == ["Fax"]
+    client.delete(f"/api/{issue['id']}/", headers=as_alice)
+    assert found(client, as_alice, "fax") == []
+
+
+def test_a_description_of_a_megabyte_of_distinct_words_is_stored_and_found(client, as_alice):
+    """More than a PostgreSQL tsvector holds (1 MiB) if it were indexed whole."""
+    description = " ".join(hashlib.md5(str(n).encode()).hexdigest() for n in range(30_000))
+    body = {"title": "Huge", "description": description}
+    assert client.post("/api/", json=body, headers=as_alice).status_code == 201
+    assert found(client, as_alice, description[:32]) == ["Huge"]
+
+
+def test_search_combines_with_filters_and_counts(client, as_alice, as_bob, titles):
+    client.post("/api/", json={"title": "Crash by bob"}, headers=as_bob)
+    response = client.get("/api/?q=crash&created_by=bob", headers=as_alice)
+    assert [issue["title"] for issue in response.json] == ["Crash by bob"]
+    assert response.headers["X-Total-Count"] == "1"
+    response = client.get("/api/?q=crash&per_page=1", headers=as_alice)
+    assert response.headers["X-Total-Count"] == "3"
+
+
+def test_the_migration_indexes_issues_that_exist(tmp_path, monkeypatch, request):
+    """A database with issues, made at revision 0002, finds them by search once upgraded."""
+    if POSTGRES:
+        postgres = request.getfixturevalue("postgres")
+        uri = postgres.create(f"sit_search_{os.getpid()}")
+        request.addfinalizer(lambda: postgres.drop(f"sit_search_{os.getpid()}"))
+    else:
+        uri = f"sqlite:///{tmp_path / 'old.db'}"
+    monkeypatch.setenv("SIT_INSTANCE_PATH", str(tmp_path))
+    app = create_app({"SQLALCHEMY_DATABASE_URI": uri, "SECRET_KEY": "x"})
+    with app.app_context():
+        upgrade(directory=str(ROOT / "migrations"), revision="0002")
+        with db.engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO users (id, username, email, first_name, last_name, "
+                    "password_hash, token_generation) VALUES (1, 'old', 'o@x', '', '', 'x', 0)"
+                )
+            )
+            connection.execute(
+                sa.text(
+                    "INSERT INTO issues (issue_id, title, description, status, created_by_id, "
+                    "created_at, updated_at, version) VALUES "
+                    "('a1', 'Old crash', 'kept', 'O', 1, :at, :at, 1), "
+                    "('a2', 'Old login', '', 'C', 1, :at, :at, 1)"
+                ),
+                {"at": "2026-01-01 00:00:00"},
+            )
+        upgrade(directory=str(ROOT / "migrations"))
+        query = sa.select(Issue.title).where(search.matches(db.session.connection(), "old cra"))
+        assert db.session.scalars(query).all() == ["Old crash"]
+        db.session.remove()
+        db.engine.dispose()
