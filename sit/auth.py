@@ -9,10 +9,10 @@ from typing import Any
 import sqlalchemy as sa
 from apiflask import APIBlueprint, HTTPError, abort
 from flask import current_app, g, request
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from sit import clock, errors
+from sit import clock, errors, signing
 from sit.extensions import db, token_auth
 from sit.models import LoginFailure, User
 from sit.schemas import Credentials, TokenOut
@@ -41,19 +41,12 @@ DEACTIVATED = "This account has been deactivated; an admin can reactivate it."
 ASK_BASIC = {"WWW-Authenticate": 'Basic realm="SIT"'}
 
 
-@functools.cache
-def _serializer(secret_key: str) -> URLSafeSerializer:
-    return URLSafeSerializer(secret_key, salt=TOKEN_SALT)
-
-
-def serializer() -> URLSafeSerializer:
-    return _serializer(current_app.config["SECRET_KEY"])
-
-
 def issue_token(user: User, expires_in: int) -> str:
     """A signed token naming the user and their token generation; nothing is stored."""
     expires = int(clock.utcnow().timestamp()) + expires_in
-    return serializer().dumps({"sub": user.id, "gen": user.token_generation, "exp": expires})
+    return signing.serializer(TOKEN_SALT).dumps(
+        {"sub": user.id, "gen": user.token_generation, "exp": expires}
+    )
 
 
 def caller_for_token(token: str) -> Caller | None:
@@ -64,7 +57,7 @@ def caller_for_token(token: str) -> Caller | None:
     every process.
     """
     try:
-        claims: Any = serializer().loads(token)
+        claims: Any = signing.serializer(TOKEN_SALT).loads(token)
         user_id, generation, expires = claims["sub"], claims["gen"], claims["exp"]
     except (BadSignature, TypeError, KeyError):
         g.token_problem = "The access token is malformed or was not signed by this server."

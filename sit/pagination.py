@@ -5,7 +5,6 @@ the page after any page is an index range that costs what the first page does. `
 offset) keeps working, at an offset's cost.
 """
 
-import functools
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,14 +13,15 @@ from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from flask import current_app, request
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature
 
-from sit import errors
+from sit import errors, signing
 from sit.extensions import db
 from sit.schemas import PageQuery
 
 COUNT_CAP = 10_000  # more matches than this and X-Total-Count (and `last`) is left out
 NEXT, PREV = "n", "p"
+SALT = "sit.cursor"
 
 
 @dataclass(frozen=True)
@@ -51,15 +51,10 @@ class Cursor:
     key: list[Any]
 
 
-@functools.cache
-def _serializer(secret_key: str) -> URLSafeSerializer:
-    return URLSafeSerializer(secret_key, salt="sit.cursor")
-
-
 def write_cursor(order: Order, rel: str, row: sa.Row[Any]) -> str:
     key = [row._mapping[column.key] for column in order.columns]
     values = [v.isoformat() if isinstance(v, datetime) else v for v in key]
-    return _serializer(current_app.config["SECRET_KEY"]).dumps([order.name, rel, *values])
+    return signing.serializer(SALT).dumps([order.name, rel, *values])
 
 
 def read_cursor(text: str, order: Order) -> Cursor:
@@ -68,7 +63,7 @@ def read_cursor(text: str, order: Order) -> Cursor:
     :raise 400: it is not one SIT signed, or it was made for another order.
     """
     try:
-        name, rel, *values = _serializer(current_app.config["SECRET_KEY"]).loads(text)
+        name, rel, *values = signing.serializer(SALT).loads(text)
         if name != order.name or rel not in (NEXT, PREV):
             raise ValueError
         types = [column.type.python_type for column in order.columns]
