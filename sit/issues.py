@@ -12,7 +12,7 @@ from sit import search as text_search
 from sit.auth import Caller
 from sit.extensions import db, token_auth
 from sit.models import Issue, User, get_or_404
-from sit.pagination import COUNT_CAP, Order, paginate
+from sit.pagination import Order, paginate
 from sit.schemas import (
     CreatedHeaders,
     IssueHeaders,
@@ -117,10 +117,9 @@ def search(query: IssueQuery, me: Caller) -> tuple[sa.Select[Any], sa.Select[Any
     listed = sa.select(*LISTED).where(*where)
     if query.q is None:
         return listed, listed
-    connection = db.session.connection()
-    listed = listed.where(text_search.matches(connection, query.q))
-    words_only = None if where else text_search.counted(connection, query.q, COUNT_CAP)
-    return listed, listed if words_only is None else words_only
+    found = text_search.find(db.session.connection(), query.q, alone=not where)
+    listed = listed.where(found.where)
+    return listed, listed if found.counted is None else found.counted
 
 
 ISSUE_PAGE = TypeAdapter(list[IssueOut])

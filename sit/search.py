@@ -2,24 +2,29 @@
 
 What a user types is split into words here and each word is quoted into the database's query
 language, so no character a user types is ever read as query syntax. A word is a run of letters
-and digits, as migration 0004 indexes the text on both databases.
+and digits, as migration 0005 indexes the text on both databases.
 """
 
 import functools
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from sit.models import Issue
+from sit.pagination import COUNT_CAP
 
 WORD = re.compile(r"[^\W_]+")  # letters and digits: what both indexes call a word
-# The SQLite index (migration 0004); external content: it holds no text, only the index.
+# The SQLite index (migration 0005); external content: it holds no text, only the index.
 FTS = sa.table("issues_fts", sa.column("rowid", sa.Integer), sa.column("issues_fts"))
 SEARCH_VECTOR = sa.literal_column("issues.search_vector")  # PostgreSQL: no model maps it
-# What migration 0004 made that no model describes; the models-match-migrations check skips it.
-NOT_MODELED = frozenset({"issues_fts", "search_vector", "ix_issues_search_vector"})
+# PostgreSQL: each issue's words again, narrow, to count many matches (migration 0006).
+WORDS = sa.table("issues_words", sa.column("id", sa.Integer), sa.column("words"))
+# What migrations 0005 and 0006 made that no model describes; the models-match-migrations
+# check skips it.
+NOT_MODELED = frozenset({"issues_fts", "search_vector", "ix_issues_search_vector", "issues_words"})
 
 
 def words(text: str) -> list[str]:
@@ -61,30 +66,45 @@ def at_least_matches(connection: sa.Connection, found: list[str], enough: int) -
     )
 
 
-def matches(connection: sa.Connection, text: str) -> sa.ColumnElement[bool]:
+@dataclass(frozen=True)
+class Found:
+    """The issues a search finds: `where` tells them apart for the listing; `counted` is their
+    ids where they are quickest to count (None: count the listing)."""
+
+    where: sa.ColumnElement[bool]
+    counted: sa.Select[tuple[int]] | None = None
+
+
+def find(connection: sa.Connection, text: str, alone: bool) -> Found:
     """Issues whose title or description has every word of `text`, each as a word or the start
-    of one, case-insensitive. Text without a letter or digit matches no issue.
+    of one, case-insensitive. Text without a letter or digit matches no issue. `alone`: no
+    other filter narrows the listing, so its count may come from the search's own index.
 
     Few matches, and the listing reads them all from the full-text index and sorts them; many,
     and it walks its sort's index testing each row, which fills a page after a few rows. On
     SQLite the index tells how many (FTS5 has no statistics), and the test of one row is
     `has_words`. PostgreSQL's planner estimates it well but, given a LIMIT, walks the sort's
     index even for a word it expects in a thousand of a million issues (0 in fact: 450 ms): SIT
-    takes the estimate and fences the few matches in a materialized CTE.
+    takes the estimate and fences the few matches in a materialized CTE. Many matches are
+    counted, up to the cap, in `issues_words`, a third of the pages of `issues` (migration 0006).
     """
     found = words(text)
     if not found:
-        return sa.false()
+        return Found(sa.false())
     if connection.dialect.name == "sqlite":
         if few_matches(connection, found):
-            return Issue.id.in_(matching_ids(found))
-        return sa.func.sit_has_words(Issue.title, Issue.description, " ".join(found)) == 1
+            where = Issue.id.in_(matching_ids(found))
+        else:
+            where = sa.func.sit_has_words(Issue.title, Issue.description, " ".join(found)) == 1
+        return Found(where, counted(connection, found) if alone else None)
     query = sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), tsquery(found))
     has = SEARCH_VECTOR.op("@@")(query)
     if few_matches(connection, found):
         matched = sa.select(Issue.id).where(has).cte("matched").prefix_with("MATERIALIZED")
-        return Issue.id.in_(sa.select(matched.c.id))
-    return has
+        return Found(Issue.id.in_(sa.select(matched.c.id)))
+    if not alone:
+        return Found(has)
+    return Found(has, sa.select(WORDS.c.id).where(WORDS.c.words.op("@@")(query)))
 
 
 # PostgreSQL's estimate of how many issues a tsquery matches, from its statistics.
@@ -106,15 +126,11 @@ def few_matches(connection: sa.Connection, found: list[str]) -> bool:
     return plan[0]["Plan"]["Plan Rows"] < enough
 
 
-def counted(connection: sa.Connection, text: str, cap: int) -> sa.Select[Any] | None:
-    """SQLite: the issues that match `text` straight from the FTS5 index, to count up to `cap`;
-    those that have the words themselves when they alone are more. None on PostgreSQL, whose
-    planner counts the listing as fast."""
-    found = words(text)
-    if not found or connection.dialect.name != "sqlite":
-        return None
+def counted(connection: sa.Connection, found: list[str]) -> sa.Select[tuple[int]]:
+    """SQLite: the issues that have the words (or their starts) straight from the FTS5 index;
+    those that have the words themselves when they alone are more than the count's cap."""
     exact = matching_ids(found, starts=False)
-    return exact if at_least(connection, exact, cap + 1) else matching_ids(found)
+    return exact if at_least(connection, exact, COUNT_CAP + 1) else matching_ids(found)
 
 
 @functools.lru_cache(maxsize=256)
@@ -130,8 +146,8 @@ def has_words(title: str, description: str, found: str) -> bool:
 
 
 def is_modeled(name: str | None, type_: str) -> bool:
-    """False for what migration 0004 made for search beside the models (FTS5's shadow tables
-    included), so Alembic's comparison of models and database leaves it alone."""
+    """False for what migrations 0005 and 0006 made for search beside the models (FTS5's shadow
+    tables included), so Alembic's comparison of models and database leaves it alone."""
     return not (name in NOT_MODELED or (type_ == "table" and (name or "").startswith("issues_fts")))
 
 

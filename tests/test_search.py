@@ -119,6 +119,26 @@ def test_the_index_follows_creates_changes_and_deletes(client, as_alice, new_iss
     assert found(client, as_alice, "fax") == []
 
 
+def test_counts_follow_creates_changes_and_deletes(client, as_alice, new_issue):
+    """Counted past a first page, from the search's own index where nothing else filters
+    (SQLite's FTS5; PostgreSQL's copy of the words when matches are many)."""
+
+    def count(q):
+        response = client.get("/api/", query_string={"q": q, "per_page": 1}, headers=as_alice)
+        return response.headers["X-Total-Count"]
+
+    first, second, *_ = [new_issue(title="Printer on fire", description="") for _ in range(4)]
+    assert count("printer fire") == "4"
+    client.patch(f"/api/{first['id']}/", json={"title": "Scanner on fire"}, headers=as_alice)
+    assert count("printer fire") == "3"
+    client.patch(f"/api/{first['id']}/", json={"description": "printer"}, headers=as_alice)
+    assert count("printer fire") == "4"
+    client.patch(f"/api/{first['id']}/", json={"status": "C"}, headers=as_alice)
+    assert count("printer fire") == "4"
+    client.delete(f"/api/{second['id']}/", headers=as_alice)
+    assert count("printer fire") == "3"
+
+
 def test_a_description_of_a_megabyte_of_distinct_words_is_stored_and_found(client, as_alice):
     """More than a PostgreSQL tsvector holds (1 MiB) if it were indexed whole."""
     description = " ".join(hashlib.md5(str(n).encode()).hexdigest() for n in range(30_000))
@@ -134,10 +154,14 @@ def test_search_combines_with_filters_and_counts(client, as_alice, as_bob, title
     assert response.headers["X-Total-Count"] == "1"
     response = client.get("/api/?q=crash&per_page=1", headers=as_alice)
     assert response.headers["X-Total-Count"] == "3"
+    client.post("/api/", json={"title": "Crash again by bob"}, headers=as_bob)
+    response = client.get("/api/?q=crash&created_by=bob&per_page=1", headers=as_alice)
+    assert response.headers["X-Total-Count"] == "2"  # counted past the first page, filtered
 
 
-def test_the_migration_indexes_issues_that_exist(tmp_path, monkeypatch, request):
-    """A database with issues, made at revision 0002, finds them by search once upgraded."""
+def test_the_migration_indexes_issues_that_exist(tmp_path, monkeypatch, request, plan):
+    """A database with issues, made at revision 0002, finds and counts them by search once
+    upgraded."""
     if POSTGRES:
         postgres = request.getfixturevalue("postgres")
         uri = postgres.create(f"sit_search_{os.getpid()}")
@@ -165,7 +189,9 @@ def test_the_migration_indexes_issues_that_exist(tmp_path, monkeypatch, request)
                 {"at": "2026-01-01 00:00:00"},
             )
         upgrade(directory=str(ROOT / "migrations"))
-        query = sa.select(Issue.title).where(search.matches(db.session.connection(), "old cra"))
-        assert db.session.scalars(query).all() == ["Old crash"]
+        found = search.find(db.session.connection(), "old cra", alone=True)
+        assert db.session.scalars(sa.select(Issue.title).where(found.where)).all() == ["Old crash"]
+        old_crash = db.session.scalars(sa.select(Issue.id).where(Issue.issue_id == "a1")).all()
+        assert found.counted is None or db.session.scalars(found.counted).all() == old_crash
         db.session.remove()
         db.engine.dispose()
