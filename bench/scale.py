@@ -30,6 +30,14 @@ QUERIES = {
     "the next link of the page at 90 % depth": None,  # found at run time
     "GET /api/<id>/": None,
 }
+# Listings the issue's table leaves out, measured the same way: searches with a filter (a dense
+# one, twice, and a sparse one), and one letter, the start of many words.
+MORE = {
+    "?q=crash&status=C": "/api/?q=crash&status=C",
+    "?q=crash login&status=C": "/api/?q=crash+login&status=C",
+    "?q=crash&assigned_to=5": "/api/?q=crash&assigned_to=5",
+    "?q=a (one letter)": "/api/?q=a",
+}
 GOAL_RATIO, GOAL_MS = 2.0, 5.0  # at most twice the smallest size's time, or 5 ms more
 
 
@@ -58,7 +66,7 @@ def next_link(headers: dict[str, str]) -> str:
 
 def measure(base: str, token: str, issues: int) -> dict[str, float]:
     """Each query's median time in ms, against a server on `base`."""
-    paths = dict(QUERIES)
+    paths = QUERIES | MORE
     deep = max(int(0.9 * issues / 30), 1)
     link = urlsplit(next_link(get(f"{base}/api/?page={deep}", token)[2]))  # under PUBLIC_URL
     paths["the next link of the page at 90 % depth"] = f"{link.path}?{link.query}"
@@ -119,11 +127,13 @@ def phase(folder: Path, sink: servers.Sink, sizes: tuple[int, ...], log: Any) ->
     return {"scale": out}
 
 
-def verdicts(scale: dict[str, Any], kind: str) -> list[tuple[str, float, float, bool]]:
+def verdicts(
+    scale: dict[str, Any], kind: str, queries: dict[str, str | None]
+) -> list[tuple[str, float, float, bool]]:
     """Per query: largest ÷ smallest size's time, the difference in ms, and the goal met."""
     small, large = (scale[kind][str(n)]["ms"] for n in (scale["sizes"][0], scale["sizes"][-1]))
     rows = []
-    for name in QUERIES:
+    for name in queries:
         ratio, more = large[name] / small[name], large[name] - small[name]
         rows.append((name, ratio, more, ratio <= GOAL_RATIO or more <= GOAL_MS))
     return rows

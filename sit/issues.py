@@ -1,5 +1,6 @@
 """The issue API: anyone signed in reads every issue; only its creator changes or deletes it."""
 
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -92,34 +93,33 @@ LISTED = (
 READ_ONE = sa.select(*LISTED, Issue.etag.label("etag")).where(Issue.id == sa.bindparam("pk"))
 
 
-def filters(query: IssueQuery, me: Caller) -> list[sa.ColumnElement[bool]]:
-    """The listing's filters, but for its search words."""
-    where = []
+def filters(query: IssueQuery, me: Caller) -> dict[str, Any]:
+    """The listing's filters but for its search words: the value each column must have (None
+    for no assignee; a creator no user is, for none)."""
+    where: dict[str, Any] = {}
     if query.status:
-        where.append(Issue.status == query.status)
+        where["status"] = query.status
     if query.assigned_to == "none":
-        where.append(Issue.assigned_to_id.is_(None))
+        where["assigned_to_id"] = None
     elif query.assigned_to is not None:
-        where.append(
-            Issue.assigned_to_id == (me.id if query.assigned_to == "me" else query.assigned_to)
-        )
-    if query.created_by is not None:
-        username = me.username if query.created_by == "me" else query.created_by
-        creator = sa.select(User.id).where(User.username == username).scalar_subquery()
-        where.append(Issue.created_by_id == creator)
+        where["assigned_to_id"] = me.id if query.assigned_to == "me" else query.assigned_to
+    if query.created_by == "me":
+        where["created_by_id"] = me.id
+    elif query.created_by is not None:
+        creator = sa.select(User.id).where(User.username == query.created_by)
+        where["created_by_id"] = db.session.scalar(creator)
     return where
 
 
-def search(query: IssueQuery, me: Caller) -> tuple[sa.Select[Any], sa.Select[Any]]:
+def search(query: IssueQuery, me: Caller) -> tuple[sa.Select[Any], Callable[[], int | None] | None]:
     """The listing's filters and search words, as one unexecuted query (paginate orders it),
-    and the query of the same issues that counts them fastest (for X-Total-Count)."""
+    and, for a search, how to count its issues when quicker than counting the query."""
     where = filters(query, me)
-    listed = sa.select(*LISTED).where(*where)
+    listed = sa.select(*LISTED).where(*Issue.having(where))
     if query.q is None:
-        return listed, listed
-    found = text_search.find(db.session.connection(), query.q, alone=not where)
-    listed = listed.where(found.where)
-    return listed, listed if found.counted is None else found.counted
+        return listed, None
+    found = text_search.find(db.session.connection(), query.q, where)
+    return listed.where(found.where), found.count
 
 
 ISSUE_PAGE = TypeAdapter(list[IssueOut])
@@ -148,8 +148,8 @@ def respond(issue: Issue, status: int = 200, headers: dict[str, str] | None = No
 def list_issues(query_data: IssueQuery) -> Any:
     """List issues, newest first, with filters, search, sort and paging."""
     order = ORDERS[query_data.sort, query_data.direction]
-    listed, counted = search(query_data, token_auth.current_user)
-    rows, headers = paginate(listed, query_data, order, counted)
+    listed, count = search(query_data, token_auth.current_user)
+    rows, headers = paginate(listed, query_data, order, count)
     return Response(page_json(rows), 200, headers, mimetype="application/json")
 
 

@@ -161,6 +161,11 @@ class Issue(db.Model):
         """The same, computed by the database, for queries that read columns."""
         return cls.issue_id + "-" + sa.cast(cls.version, sa.String)
 
+    @classmethod
+    def having(cls, values: dict[str, Any]) -> list[sa.ColumnElement[bool]]:
+        """Each column equal to its value (None: IS NULL), to filter issues by."""
+        return [getattr(cls, column) == value for column, value in values.items()]
+
     def change(self, fields: dict[str, Any]) -> None:
         """Set the given writable fields (`assigned_to` is a user id or None)."""
         for name, value in fields.items():

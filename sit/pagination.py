@@ -6,6 +6,7 @@ offset) keeps working, at an offset's cost.
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -77,11 +78,14 @@ def read_cursor(text: str, order: Order) -> Cursor:
 
 
 def paginate(
-    select: sa.Select[Any], query: PageQuery, order: Order, counted: sa.Select[Any] | None = None
+    select: sa.Select[Any],
+    query: PageQuery,
+    order: Order,
+    count: Callable[[], int | None] | None = None,
 ) -> tuple[list[sa.Row[Any]], dict[str, str]]:
     """One page of the rows of an unexecuted query, in `order`, and the headers that say where
-    the others are. A page past the last one is empty. `counted` has as many rows as `select`,
-    for a faster count.
+    the others are. A page past the last one is empty. `count`, if given, counts the rows as
+    `capped_count` would, only faster.
 
     :raise 400: `cursor` is not one of this listing's, or comes with `page`.
     """
@@ -100,7 +104,7 @@ def paginate(
     if not cursor and not more and (rows or offset == 0):
         total: int | None = offset + len(rows)  # this page ends the listing: no count needed
     else:
-        total = capped_count(select if counted is None else counted)
+        total = capped_count(select) if count is None else count()
     last = max(math.ceil(total / query.per_page), 1) if total is not None else None
     links = {"first": page_url(page=1)}
     if rows and (more if backward else bool(cursor or offset)):

@@ -8,21 +8,28 @@ and digits, as migration 0005 indexes the text on both databases.
 import functools
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from sit.models import Issue
-from sit.pagination import COUNT_CAP
+from sit.pagination import COUNT_CAP, capped_count
 
 WORD = re.compile(r"[^\W_]+")  # letters and digits: what both indexes call a word
-# The SQLite index (migration 0005); external content: it holds no text, only the index.
+# The SQLite index (migration 0007); contentless: it holds no text, only the index.
 FTS = sa.table("issues_fts", sa.column("rowid", sa.Integer), sa.column("issues_fts"))
+# SQLite: what the index's `facets` column calls each filter column (migration 0007), after
+# a private-use character: a word no text in `issues_fts` has, nor the start of one (FTS5 reads
+# U+E000 as a letter; WORD does not).
+FACET = "\ue000"
+FACETS = {"status": "status", "assigned_to_id": "assignee", "created_by_id": "creator"}
+ROW_TESTS = 1_000  # SQLite: a filter that leaves this few issues has each tested (5 ms at most)
 SEARCH_VECTOR = sa.literal_column("issues.search_vector")  # PostgreSQL: no model maps it
 # PostgreSQL: each issue's words again, narrow, to count many matches (migration 0006).
 WORDS = sa.table("issues_words", sa.column("id", sa.Integer), sa.column("words"))
-# What migrations 0005 and 0006 made that no model describes; the models-match-migrations
+# What migrations 0005 to 0007 made that no model describes; the models-match-migrations
 # check skips it.
 NOT_MODELED = frozenset({"issues_fts", "search_vector", "ix_issues_search_vector", "issues_words"})
 
@@ -32,11 +39,23 @@ def words(text: str) -> list[str]:
     return WORD.findall(text.lower())
 
 
-def fts5_query(found: list[str], starts: bool = True) -> str:
+def facet(column: str, value: Any) -> str:
+    """SQLite: the word the index's `facets` column has for an issue whose `column` is `value`,
+    as migration 0007 writes it: U+E000 then `statusc`, `assignee5`, `assigneenone`..."""
+    return FACET + FACETS[column] + ("none" if value is None else str(value).lower())
+
+
+def fts5_string(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+def fts5_query(found: list[str], facets: list[str], starts: bool = True) -> str:
     """Each word as an FTS5 string (a `"` doubled), `*` outside it: the word or its start (or,
-    not `starts`, only the word)."""
+    not `starts`, only the word); and each facet, in the `facets` column (a title could have
+    the word too)."""
     star = "*" if starts else ""
-    return " ".join('"' + word.replace('"', '""') + '"' + star for word in found)
+    strings = [fts5_string(word) + star for word in found]
+    return " ".join(strings + [f"facets : {fts5_string(facet)}" for facet in facets])
 
 
 def tsquery(found: list[str]) -> str:
@@ -45,66 +64,68 @@ def tsquery(found: list[str]) -> str:
     return " & ".join(f"'{word}':*" for word in quoted)
 
 
-def matching_ids(found: list[str], starts: bool = True) -> sa.Select[tuple[int]]:
-    """SQLite: the ids of the issues that have every word (or its start), from the index."""
-    return sa.select(FTS.c.rowid).where(FTS.c.issues_fts.op("MATCH")(fts5_query(found, starts)))
+def matching_ids(found: list[str], facets: list[str], starts: bool = True) -> sa.Select[tuple[int]]:
+    """SQLite: the ids of the issues that have every word (or its start) and every facet, from
+    the index."""
+    query = fts5_query(found, facets, starts)
+    return sa.select(FTS.c.rowid).where(FTS.c.issues_fts.op("MATCH")(query))
 
 
-def at_least(connection: sa.Connection, ids: sa.Select[tuple[int]], enough: int) -> bool:
-    """Whether the query has `enough` rows, read no further than that."""
-    count = sa.select(sa.func.count()).select_from(ids.limit(enough).subquery())
-    return connection.execute(count).scalar_one() >= enough
-
-
-def at_least_matches(connection: sa.Connection, found: list[str], enough: int) -> bool:
-    """Whether `enough` issues have the words, or their starts. FTS5 reads a word's issues as
-    it goes, but merges every issue of every word a start begins before the first (28 ms for
-    "crash" at a million issues): the issues that have the words themselves are a subset that
-    often tells alone (1 ms)."""
-    return at_least(connection, matching_ids(found, starts=False), enough) or at_least(
-        connection, matching_ids(found), enough
-    )
+def capped(connection: sa.Connection, ids: sa.Select[tuple[int]], cap: int) -> int:
+    """How many rows the query has, read no further than `cap`."""
+    count = sa.select(sa.func.count()).select_from(ids.limit(cap).subquery())
+    return connection.execute(count).scalar_one()
 
 
 @dataclass(frozen=True)
 class Found:
-    """The issues a search finds: `where` tells them apart for the listing; `counted` is their
-    ids where they are quickest to count (None: count the listing)."""
+    """The issues a search finds: `where` tells them apart for the listing; `count`, quicker
+    than counting the listing, how many they are (None: more than COUNT_CAP)."""
 
     where: sa.ColumnElement[bool]
-    counted: sa.Select[tuple[int]] | None = None
+    count: Callable[[], int | None] | None = None
 
 
-def find(connection: sa.Connection, text: str, alone: bool) -> Found:
+def find(connection: sa.Connection, text: str, filters: dict[str, Any]) -> Found:
     """Issues whose title or description has every word of `text`, each as a word or the start
-    of one, case-insensitive. Text without a letter or digit matches no issue. `alone`: no
-    other filter narrows the listing, so its count may come from the search's own index.
+    of one, case-insensitive. Text without a letter or digit matches no issue. `filters` are
+    the listing's others, the value each column must have: SQLite's index knows them too.
 
     Few matches, and the listing reads them all from the full-text index and sorts them; many,
-    and it walks its sort's index testing each row, which fills a page after a few rows. On
-    SQLite the index tells how many (FTS5 has no statistics), and the test of one row is
-    `has_words`. PostgreSQL's planner estimates it well but, given a LIMIT, walks the sort's
-    index even for a word it expects in a thousand of a million issues (0 in fact: 450 ms): SIT
-    takes the estimate and fences the few matches in a materialized CTE. Many matches are
-    counted, up to the cap, in `issues_words`, a third of the pages of `issues` (migration 0006).
+    and it walks its sort's index testing each row, which fills a page after a few rows.
     """
     found = words(text)
     if not found:
         return Found(sa.false())
+    issues = connection.execute(sa.select(sa.func.max(Issue.id))).scalar() or 0
     if connection.dialect.name == "sqlite":
-        if few_matches(connection, found):
-            where = Issue.id.in_(matching_ids(found))
-        else:
-            where = sa.func.sit_has_words(Issue.title, Issue.description, " ".join(found)) == 1
-        return Found(where, counted(connection, found) if alone else None)
-    query = sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), tsquery(found))
-    has = SEARCH_VECTOR.op("@@")(query)
-    if few_matches(connection, found):
-        matched = sa.select(Issue.id).where(has).cte("matched").prefix_with("MATERIALIZED")
-        return Found(Issue.id.in_(sa.select(matched.c.id)))
-    if not alone:
-        return Found(has)
-    return Found(has, sa.select(WORDS.c.id).where(WORDS.c.words.op("@@")(query)))
+        return find_in_fts5(connection, found, filters, issues)
+    return find_in_tsvector(connection, found, filters, issues)
+
+
+def find_in_fts5(
+    connection: sa.Connection, found: list[str], filters: dict[str, Any], issues: int
+) -> Found:
+    """SQLite. A filter that leaves few issues has each of them tested (`has_words`, 5 µs a
+    row). Else FTS5 counts the issues with the words and the filters' facets once, as far as
+    the plan and X-Total-Count need (FTS5 has no statistics to estimate it)."""
+    tested = sa.func.sit_has_words(Issue.title, Issue.description, " ".join(found)) == 1
+    filtered = sa.select(Issue.id).where(*Issue.having(filters))
+    if filters and capped(connection, filtered, ROW_TESTS + 1) <= ROW_TESTS:
+        return Found(tested)
+    facets = [facet(column, value) for column, value in filters.items()]
+    matches = count_matches(connection, found, facets, max(math.isqrt(50 * issues), COUNT_CAP) + 1)
+    where = Issue.id.in_(matching_ids(found, facets)) if few_matches(matches, issues) else tested
+    return Found(where, lambda: matches if matches <= COUNT_CAP else None)
+
+
+def count_matches(connection: sa.Connection, found: list[str], facets: list[str], cap: int) -> int:
+    """SQLite: how many issues have the words (or their starts) and the facets, counted no
+    further than `cap`. FTS5 reads a word's issues as it goes, but merges every issue of every
+    word a start begins before the first (8 ms for "crash" at a million issues): the issues
+    that have the words themselves are a subset that often tells alone (0.5 ms)."""
+    exact = capped(connection, matching_ids(found, facets, starts=False), cap)
+    return exact if exact >= cap else capped(connection, matching_ids(found, facets), cap)
 
 
 # PostgreSQL's estimate of how many issues a tsquery matches, from its statistics.
@@ -113,24 +134,30 @@ ESTIMATE = sa.text(
 )
 
 
-def few_matches(connection: sa.Connection, found: list[str]) -> bool:
+def find_in_tsvector(
+    connection: sa.Connection, found: list[str], filters: dict[str, Any], issues: int
+) -> Found:
+    """PostgreSQL. The planner estimates the matches well but, given a LIMIT, walks the sort's
+    index even for a word it expects in a thousand of a million issues (0 in fact: 450 ms): SIT
+    takes the estimate and fences few matches in a materialized CTE. Many matches of a search
+    alone are counted in `issues_words`, a third of the pages of `issues` (migration 0006)."""
+    query = sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), tsquery(found))
+    has = SEARCH_VECTOR.op("@@")(query)
+    plan = connection.execute(ESTIMATE, {"q": tsquery(found)}).scalar_one()
+    if few_matches(plan[0]["Plan"]["Plan Rows"], issues):
+        matched = sa.select(Issue.id).where(has).cte("matched").prefix_with("MATERIALIZED")
+        return Found(Issue.id.in_(sa.select(matched.c.id)))
+    if filters:
+        return Found(has)
+    many = sa.select(WORDS.c.id).where(WORDS.c.words.op("@@")(query))
+    return Found(has, lambda: capped_count(many))
+
+
+def few_matches(matches: int, issues: int) -> bool:
     """Whether sorting every match costs less than testing rows in order until a page is full:
     measured on SQLite, sorting costs about 3 µs a match, testing 5 µs a row, and a page of 30
-    needs 30 * issues / matches rows tested, so fewer than sqrt(50 * issues) matches are few.
-    SQLite counts them that far; PostgreSQL takes the planner's estimate."""
-    issues = connection.execute(sa.select(sa.func.max(Issue.id))).scalar() or 0
-    enough = math.isqrt(50 * issues) + 1
-    if connection.dialect.name == "sqlite":
-        return not at_least_matches(connection, found, enough)
-    plan = connection.execute(ESTIMATE, {"q": tsquery(found)}).scalar_one()
-    return plan[0]["Plan"]["Plan Rows"] < enough
-
-
-def counted(connection: sa.Connection, found: list[str]) -> sa.Select[tuple[int]]:
-    """SQLite: the issues that have the words (or their starts) straight from the FTS5 index;
-    those that have the words themselves when they alone are more than the count's cap."""
-    exact = matching_ids(found, starts=False)
-    return exact if at_least(connection, exact, COUNT_CAP + 1) else matching_ids(found)
+    needs 30 * issues / matches rows tested, so fewer than sqrt(50 * issues) matches are few."""
+    return matches * matches < 50 * issues
 
 
 @functools.lru_cache(maxsize=256)
