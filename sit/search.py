@@ -6,7 +6,6 @@ and digits, as migration 0005 indexes the text on both databases.
 """
 
 import functools
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,8 +50,8 @@ def fts5_string(text: str) -> str:
 
 def fts5_query(found: list[str], facets: list[str], starts: bool = True) -> str:
     """Each word as an FTS5 string (a `"` doubled), `*` outside it: the word or its start (or,
-    not `starts`, only the word); and each facet, in the `facets` column (a title could have
-    the word too)."""
+    not `starts`, only the word); and each facet, in the `facets` column only (a title could
+    have the word too)."""
     star = "*" if starts else ""
     strings = [fts5_string(word) + star for word in found]
     return " ".join(strings + [f"facets : {fts5_string(facet)}" for facet in facets])
@@ -108,15 +107,22 @@ def find_in_fts5(
 ) -> Found:
     """SQLite. A filter that leaves few issues has each of them tested (`has_words`, 5 µs a
     row). Else FTS5 counts the issues with the words and the filters' facets once, as far as
-    the plan and X-Total-Count need (FTS5 has no statistics to estimate it)."""
+    X-Total-Count needs (FTS5 has no statistics to estimate it), and `page_plan` chooses."""
     tested = sa.func.sit_has_words(Issue.title, Issue.description, " ".join(found)) == 1
     filtered = sa.select(Issue.id).where(*Issue.having(filters))
     if filters and capped(connection, filtered, ROW_TESTS + 1) <= ROW_TESTS:
         return Found(tested)
     facets = [facet(column, value) for column, value in filters.items()]
-    matches = count_matches(connection, found, facets, max(math.isqrt(50 * issues), COUNT_CAP) + 1)
-    where = Issue.id.in_(matching_ids(found, facets)) if few_matches(matches, issues) else tested
-    return Found(where, lambda: matches if matches <= COUNT_CAP else None)
+    matches = count_matches(connection, found, facets, COUNT_CAP + 1)
+    count = matches if matches <= COUNT_CAP else None
+    plan = page_plan(matches, issues) if count is not None else "tested"
+    if plan == "tested":
+        return Found(tested, lambda: count)
+    ids = matching_ids(found, facets)
+    # `id + 0` is no index's column: SQLite walks the sort's index, looking each row up in the
+    # list of matches it makes first, instead of reading the matches and sorting them.
+    listed = (Issue.id + 0 if plan == "probed" else Issue.id).in_(ids)
+    return Found(listed, lambda: count)
 
 
 def count_matches(connection: sa.Connection, found: list[str], facets: list[str], cap: int) -> int:
@@ -153,10 +159,21 @@ def find_in_tsvector(
     return Found(has, lambda: capped_count(many))
 
 
+def page_plan(matches: int, issues: int) -> str:
+    """SQLite: the cheapest way to a page of 30 of at most COUNT_CAP matches, by what each
+    costs at a million issues: "sorted" reads every match from the index, then its row, and
+    sorts them (4.5 µs a match); "probed" lists the matches (0.15 µs each) and walks the sort's
+    index until 31 are on the list (0.15 µs a row); "tested" walks it testing each row with
+    `has_words` (5 µs a row). 31 matches are about 31 * issues / matches rows into the index.
+    More matches than COUNT_CAP are "tested": their list could be every issue."""
+    walked = 31 * issues / max(matches, 1)
+    costs = {"sorted": 4.5 * matches, "probed": 0.15 * (matches + walked), "tested": 5 * walked}
+    return min(costs, key=costs.__getitem__)
+
+
 def few_matches(matches: int, issues: int) -> bool:
-    """Whether sorting every match costs less than testing rows in order until a page is full:
-    measured on SQLite, sorting costs about 3 µs a match, testing 5 µs a row, and a page of 30
-    needs 30 * issues / matches rows tested, so fewer than sqrt(50 * issues) matches are few."""
+    """PostgreSQL: whether sorting every match costs less than testing rows in order until a
+    page is full: fewer than sqrt(50 * issues) matches (SQLite's costs, before "probed")."""
     return matches * matches < 50 * issues
 
 
@@ -173,7 +190,7 @@ def has_words(title: str, description: str, found: str) -> bool:
 
 
 def is_modeled(name: str | None, type_: str) -> bool:
-    """False for what migrations 0005 and 0006 made for search beside the models (FTS5's shadow
+    """False for what migrations 0005 to 0007 made for search beside the models (FTS5's shadow
     tables included), so Alembic's comparison of models and database leaves it alone."""
     return not (name in NOT_MODELED or (type_ == "table" and (name or "").startswith("issues_fts")))
 

@@ -14,11 +14,13 @@ from sit.extensions import db
 from sit.models import Issue
 
 
-@pytest.fixture(params=["sorted", "walked"], autouse=True)
+@pytest.fixture(params=["sorted", "probed", "tested"], autouse=True)
 def plan(request, monkeypatch):
-    """The two ways to a page of search results: every match sorted, or the sort's index walked
-    with each row tested (on SQLite by `has_words`); both must find the same issues. On SQLite
-    a filter always goes to the index (as when it leaves more than `ROW_TESTS` issues)."""
+    """The ways to a page of search results, which must all find the same issues: every match
+    sorted, or the sort's index walked with each row looked up in a list of the matches (SQLite)
+    or tested (on SQLite by `has_words`). On SQLite a filter always goes to the index (as when it
+    leaves more than `ROW_TESTS` issues)."""
+    monkeypatch.setattr(search, "page_plan", lambda *_: request.param)
     monkeypatch.setattr(search, "few_matches", lambda *_: request.param == "sorted")
     monkeypatch.setattr(search, "ROW_TESTS", 0)
     return request.param
@@ -59,6 +61,8 @@ def found(client, as_alice, q):
         ("crash", ["Crash on save", "Slow export"]),  # crash.log is the words crash and log
         ("CRASH", ["Crash on save", "Slow export"]),
         ("cra", ["Crash on save", "Slow export"]),  # the start of a word
+        ("cr", ["Crash on save", "Slow export"]),  # one and two letters: FTS5's prefix index
+        ("c", ["Crash on save", "Slow export"]),
         ("crashes", ["Crash on save"]),  # only in a description
         ("rash", []),  # inside a word is not the start of one
         ("crash save", ["Crash on save"]),  # every word must be there

@@ -1,4 +1,5 @@
-"""Searching with filters: SQLite's index learns each issue's status, assignee and creator.
+"""Searching with filters and short words: SQLite's index learns each issue's status, assignee
+and creator, and the starts of one and two letters.
 
 A search with a filter (`?q=crash&status=C`) found its matches among the filter's issues by
 testing each row in Python (5 us a row), and counting 10,001 of them at a million issues took
@@ -6,6 +7,11 @@ testing each row in Python (5 us a row), and counting 10,001 of them at a millio
 (`statusc assignee5 creator7`, `assigneenone` for none, each after U+E000, a private-use
 character that FTS5 reads as a letter and a search never has), and FTS5 walks the words' and
 the filters' lists of issues together: 2 ms. Its triggers follow changes of those columns too.
+
+A one- or two-letter word (`q=a`) is the start of many words, and FTS5 merged every issue of
+each of them before the first answer (60 ms at a million issues): `prefix='1 2'` indexes those
+starts too (0.5 ms; the index grows from 108 to 279 MB at a million issues, an insert takes no
+measurably longer: 0.46 ms with a commit, with or without).
 
 The index holds no copy of the text (contentless): an external-content index reads the
 columns of `issues`, which has no `facets`. PostgreSQL has nothing to do.
@@ -46,7 +52,8 @@ SQLITE_UPGRADE = [
     *DROP_FTS,
     # remove_diacritics 0: as PostgreSQL's 'simple' configuration, "é" is not "e".
     """CREATE VIRTUAL TABLE issues_fts USING fts5(
-        title, description, facets, content='', tokenize='unicode61 remove_diacritics 0')""",
+        title, description, facets, content='', prefix='1 2',
+        tokenize='unicode61 remove_diacritics 0')""",
     f"""CREATE TRIGGER issues_fts_insert AFTER INSERT ON issues BEGIN
         INSERT INTO issues_fts({FTS_COLUMNS}) VALUES ({fts_row("new")});
     END""",
