@@ -124,10 +124,15 @@ def paginate(
 def capped_count(select: sa.Select[Any]) -> int | None:
     """How many rows the query has, or None when more than COUNT_CAP: counting stops there, so
     a count costs at most what it costs on a small tracker."""
-    ones = select.with_only_columns(sa.literal(1), maintain_column_froms=True).order_by(None)
-    count = sa.select(sa.func.count()).select_from(ones.limit(COUNT_CAP + 1).subquery())
-    total = db.session.connection().execute(count).scalar_one()
+    total = count_up_to(select, COUNT_CAP + 1)
     return total if total <= COUNT_CAP else None
+
+
+def count_up_to(select: sa.Select[Any], cap: int) -> int:
+    """How many rows the query has, reading no further than `cap` of them."""
+    ones = select.with_only_columns(sa.literal(1), maintain_column_froms=True).order_by(None)
+    count = sa.select(sa.func.count()).select_from(ones.limit(cap).subquery())
+    return db.session.connection().execute(count).scalar_one()
 
 
 def page_url(**arg: str | int) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from sit.models import Issue
-from sit.pagination import COUNT_CAP, capped_count
+from sit.pagination import COUNT_CAP, capped_count, count_up_to
 
 WORD = re.compile(r"[^\W_]+")  # letters and digits: what both indexes call a word
 # The SQLite index (migration 0007); contentless: it holds no text, only the index.
@@ -70,12 +70,6 @@ def matching_ids(found: list[str], facets: list[str], starts: bool = True) -> sa
     return sa.select(FTS.c.rowid).where(FTS.c.issues_fts.op("MATCH")(query))
 
 
-def capped(connection: sa.Connection, ids: sa.Select[tuple[int]], cap: int) -> int:
-    """How many rows the query has, read no further than `cap`."""
-    count = sa.select(sa.func.count()).select_from(ids.limit(cap).subquery())
-    return connection.execute(count).scalar_one()
-
-
 @dataclass(frozen=True)
 class Found:
     """The issues a search finds: `where` tells them apart for the listing; `count`, quicker
@@ -91,29 +85,28 @@ def find(connection: sa.Connection, text: str, filters: dict[str, Any]) -> Found
     the listing's others, the value each column must have: SQLite's index knows them too.
 
     Few matches, and the listing reads them all from the full-text index and sorts them; many,
-    and it walks its sort's index testing each row, which fills a page after a few rows.
+    and it walks its sort's index testing each row, which fills a page after a few rows; on
+    SQLite, in between, it walks that index looking each row up in a list of the matches.
     """
     found = words(text)
     if not found:
         return Found(sa.false())
     issues = connection.execute(sa.select(sa.func.max(Issue.id))).scalar() or 0
     if connection.dialect.name == "sqlite":
-        return find_in_fts5(connection, found, filters, issues)
+        return find_in_fts5(found, filters, issues)
     return find_in_tsvector(connection, found, filters, issues)
 
 
-def find_in_fts5(
-    connection: sa.Connection, found: list[str], filters: dict[str, Any], issues: int
-) -> Found:
+def find_in_fts5(found: list[str], filters: dict[str, Any], issues: int) -> Found:
     """SQLite. A filter that leaves few issues has each of them tested (`has_words`, 5 µs a
     row). Else FTS5 counts the issues with the words and the filters' facets once, as far as
     X-Total-Count needs (FTS5 has no statistics to estimate it), and `page_plan` chooses."""
     tested = sa.func.sit_has_words(Issue.title, Issue.description, " ".join(found)) == 1
     filtered = sa.select(Issue.id).where(*Issue.having(filters))
-    if filters and capped(connection, filtered, ROW_TESTS + 1) <= ROW_TESTS:
+    if filters and count_up_to(filtered, ROW_TESTS + 1) <= ROW_TESTS:
         return Found(tested)
     facets = [facet(column, value) for column, value in filters.items()]
-    matches = count_matches(connection, found, facets, COUNT_CAP + 1)
+    matches = count_matches(found, facets, COUNT_CAP + 1)
     count = matches if matches <= COUNT_CAP else None
     plan = page_plan(matches, issues) if count is not None else "tested"
     if plan == "tested":
@@ -125,13 +118,13 @@ def find_in_fts5(
     return Found(listed, lambda: count)
 
 
-def count_matches(connection: sa.Connection, found: list[str], facets: list[str], cap: int) -> int:
+def count_matches(found: list[str], facets: list[str], cap: int) -> int:
     """SQLite: how many issues have the words (or their starts) and the facets, counted no
     further than `cap`. FTS5 reads a word's issues as it goes, but merges every issue of every
     word a start begins before the first (8 ms for "crash" at a million issues): the issues
     that have the words themselves are a subset that often tells alone (0.5 ms)."""
-    exact = capped(connection, matching_ids(found, facets, starts=False), cap)
-    return exact if exact >= cap else capped(connection, matching_ids(found, facets), cap)
+    exact = count_up_to(matching_ids(found, facets, starts=False), cap)
+    return exact if exact >= cap else count_up_to(matching_ids(found, facets), cap)
 
 
 # PostgreSQL's estimate of how many issues a tsquery matches, from its statistics.
@@ -147,9 +140,10 @@ def find_in_tsvector(
     index even for a word it expects in a thousand of a million issues (0 in fact: 450 ms): SIT
     takes the estimate and fences few matches in a materialized CTE. Many matches of a search
     alone are counted in `issues_words`, a third of the pages of `issues` (migration 0006)."""
-    query = sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), tsquery(found))
+    text = tsquery(found)
+    query = sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), text)
     has = SEARCH_VECTOR.op("@@")(query)
-    plan = connection.execute(ESTIMATE, {"q": tsquery(found)}).scalar_one()
+    plan = connection.execute(ESTIMATE, {"q": text}).scalar_one()
     if few_matches(plan[0]["Plan"]["Plan Rows"], issues):
         matched = sa.select(Issue.id).where(has).cte("matched").prefix_with("MATERIALIZED")
         return Found(Issue.id.in_(sa.select(matched.c.id)))
