@@ -3,84 +3,32 @@ sinks (plain, and TLS with AUTH as providers run it); SIT's clock, stopped."""
 
 import itertools
 import os
-import re
 import shutil
-import signal
-import socket
-import ssl
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-import sqlalchemy as sa
 import trustme
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
-from flask_migrate import upgrade
-from sqlalchemy.pool import NullPool
+from helpers import (
+    PASSWORD,
+    POSTGRES,
+    AuthSink,
+    Clock,
+    Postgres,
+    SmtpSink,
+    TrustedCA,
+    app_context,
+    bearer,
+    migrate,
+)
 
-from sit import create_app, scheduler
-from sit.auth import issue_token
+from sit import create_app
 from sit.cli import create_user
-from sit.extensions import db, mail
-from sit.models import Email, User
+from sit.extensions import mail
+from sit.models import User
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-PASSWORD = "correct horse battery staple"
-
-
-# The suite runs on SQLite; with TEST_DATABASE_URL (a PostgreSQL server's URL, as `.ci/run`
-# sets it) it runs on PostgreSQL, each test on a database of its own.
-POSTGRES = os.environ.get("TEST_DATABASE_URL")
-_databases = itertools.count()
-
-
-class Postgres:
-    """Databases on the PostgreSQL server at `url`, made and dropped for tests."""
-
-    def __init__(self, url: str) -> None:
-        self.url = sa.make_url(url)
-        self.admin = sa.create_engine(self.url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-
-    def url_of(self, name: str) -> str:
-        return self.url.set(database=name).render_as_string(hide_password=False)
-
-    def create(self, name: str, template: str | None = None) -> str:
-        """A new, empty (or copied) database; returns its URL."""
-        self.drop(name)
-        copy = f" TEMPLATE {template}" if template else ""
-        with self.admin.connect() as connection:
-            connection.exec_driver_sql(f"CREATE DATABASE {name}{copy}")
-        return self.url_of(name)
-
-    def drop(self, name: str) -> None:
-        with self.admin.connect() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def waiting_on(connection: sa.Connection) -> list[int]:
-    """The server processes waiting for a lock the connection's session holds."""
-    query = """SELECT pid FROM pg_locks
-        WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))"""
-    return list(connection.scalars(sa.text(query)))
-
-
-def migrate(uri: str) -> None:
-    app = create_app({"SQLALCHEMY_DATABASE_URI": uri, "SECRET_KEY": "x"})
-    with app.app_context():
-        upgrade(directory=str(ROOT / "migrations"))
-        db.engine.dispose()
+_databases = itertools.count()  # each test's database gets a name of its own
 
 
 @pytest.fixture(scope="session")
@@ -164,23 +112,6 @@ def instance(
     return folder
 
 
-@contextmanager
-def app_context(**env: str) -> Iterator[Any]:
-    """An app built from the instance folder and `SIT_*` variables (`env` among them), as a
-    process builds it, in its context; closed as a process ends."""
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        app = create_app({"TESTING": True, "PUBLIC_URL": "http://sit.test"})
-    with app.app_context():
-        try:
-            yield app
-        finally:
-            scheduler.get().shutdown()
-            db.session.remove()
-            db.engine.dispose()
-
-
 @pytest.fixture
 def app(instance: Path) -> Iterator[Any]:
     with app_context() as app:
@@ -219,10 +150,6 @@ def bob(app: Any) -> User:
     return create_user("bob", "bob@example.com", PASSWORD, "Bob", "Builder")
 
 
-def bearer(user: User, expires_in: int = 3600) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(user, expires_in)}"}
-
-
 @pytest.fixture
 def carol(app: Any) -> User:
     return create_user("carol", "carol@example.com", PASSWORD, "Carol", "Danvers")
@@ -251,210 +178,6 @@ def new_issue(client: Any, as_alice: dict[str, str], bob: User) -> Callable[...,
     return create
 
 
-def outbox(**where: Any) -> list[Email]:
-    """The outbox rows, oldest first, as the database has them now, whoever wrote them."""
-    db.session.rollback()  # end the last read's snapshot
-    return list(db.session.scalars(sa.select(Email).filter_by(**where).order_by(Email.id)))
-
-
-def ids(response: Any) -> list[int]:
-    """The ids of a listing's issues (or users), once it answered 200."""
-    assert response.status_code == 200, response.json
-    return [item["id"] for item in response.json]
-
-
-def link_map(response: Any) -> dict[str, str]:
-    """A listing's Link header: the URL of each rel, as a path under PUBLIC_URL."""
-    parts = [part.split("; ") for part in response.headers["Link"].split(", ")]
-    return {rel[5:-1]: url[1:-1].removeprefix("http://sit.test") for url, rel in parts}
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def flask_cli(instance: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run `flask ...` in a subprocess against an instance folder, as a user would."""
-    return subprocess.run(
-        **flask_command(instance, *args, **env), capture_output=True, text=True, timeout=120
-    )
-
-
-def flask_command(instance: Path, *args: str, **env: str) -> dict[str, Any]:
-    """`subprocess` arguments that run `flask ...` against an instance folder."""
-    return {
-        "args": [str(BIN / "flask"), *args],
-        "cwd": ROOT,
-        "env": os.environ | {"SIT_INSTANCE_PATH": str(instance), "FLASK_APP": "sit"} | env,
-        "stdin": subprocess.DEVNULL,
-    }
-
-
-@dataclass
-class Server:
-    """A gunicorn master (in a process group of its own, with its workers) serving SIT."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def workers(self) -> list[int]:
-        """The pids of the master's live worker processes."""
-        pids = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # gone meanwhile
-            if int(fields[1]) == self.process.pid and fields[0] != "Z":
-                pids.append(int(stat.parent.name))
-        return pids
-
-    def kill(self) -> None:
-        """`kill -9` the master and every worker at once, as a power cut would."""
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def elected(self) -> int | None:
-        """The pid of the worker that last said it runs the jobs, if any has."""
-        found = RUNNER_LINE.findall(self.log.read_text())
-        return int(found[-1]) if found else None
-
-    def runner(self) -> int:
-        """The pid of the worker that holds the runner lock, once one has taken over."""
-        return wait_until(self.elected, 30, "a worker to take over the jobs")
-
-
-RUNNER_LINE = re.compile(r"process (\d+) now runs SIT's jobs")
-
-
-@contextmanager
-def gunicorn(
-    instance: Path, workers: int = 4, log: str = "gunicorn.log", **env: str
-) -> Iterator[Server]:
-    """Serve SIT with real gunicorn and `workers` workers, on the instance folder's database;
-    its links (PUBLIC_URL) name the server's own address unless `env` says otherwise.
-
-    `log` is a file in the instance folder, or an absolute path: outside an instance folder the
-    server is to make itself (`SIT_INSTANCE_PATH` naming no folder yet)."""
-    port = free_port()
-    env = {"SIT_PUBLIC_URL": f"http://127.0.0.1:{port}"} | env
-    log_path = instance / log
-    log_file = log_path.open("a")
-    process = subprocess.Popen(
-        [
-            str(BIN / "gunicorn"),
-            "-c",
-            "gunicorn.conf.py",
-            "-w",
-            str(workers),
-            "-b",
-            f"127.0.0.1:{port}",
-            "wsgi:app",
-        ],
-        cwd=ROOT,
-        env=os.environ | {"SIT_INSTANCE_PATH": str(instance)} | env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
-
-    def answering() -> bool:
-        """SIT answers: `200`, or `503` while its database is unreachable or not migrated yet."""
-        try:
-            return requests.get(f"{server.url}/healthz", timeout=1).status_code in (200, 503)
-        except requests.ConnectionError:
-            assert process.poll() is None, log_path.read_text()
-            return False
-
-    try:
-        wait_until(answering, 30, "gunicorn to answer /healthz")
-        yield server
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
-        log_file.close()
-
-
-@dataclass
-class Received:
-    """One message as the SMTP sink got it."""
-
-    arrived: float  # time.time() when the DATA command completed
-    peer: tuple[str, int]  # the client's address: one per SMTP connection
-    to: list[str]
-    message: EmailMessage
-    login: bytes | None  # who the client logged in as (AUTH), if it did
-    tls: bool  # whether the connection was encrypted (STARTTLS or TLS from the start)
-
-    @property
-    def subject(self) -> str:
-        return self.message["Subject"]
-
-    def part(self, subtype: str) -> str:
-        """The decoded text of the `text/<subtype>` part."""
-        return self.message.get_body(preferencelist=(subtype,)).get_content()
-
-
-class SmtpSink:
-    """A real SMTP server on loopback (aiosmtpd) that keeps every message it accepts.
-
-    `stop()` takes it down (connections are refused); `refuse` makes it answer DATA with that
-    reply instead of accepting.
-    """
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.received: list[Received] = []
-        self.refuse: str | None = None
-        self.controller: Controller | None = None
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.refuse:
-            return self.refuse
-        message = message_from_bytes(envelope.original_content, policy=policy.default)
-        tls = server.transport.get_extra_info("ssl_object") is not None
-        login = session.auth_data.login if session.auth_data else None
-        received = Received(time.time(), session.peer, envelope.rcpt_tos, message, login, tls)
-        self.received.append(received)
-        return "250 OK"
-
-    def start(self) -> None:
-        self.controller = self.make_controller()
-        self.controller.start()
-
-    def make_controller(self) -> Controller:
-        return Controller(self, hostname="127.0.0.1", port=self.port)
-
-    def stop(self) -> None:
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
-
-    @property
-    def env(self) -> dict[str, str]:
-        """The settings that send SIT's email here, as users set them."""
-        return {"SIT_MAIL_SERVER": "127.0.0.1", "SIT_MAIL_PORT": str(self.port)}
-
-    def to(self, address: str) -> list[Received]:
-        return [r for r in self.received if address in r.to]
-
-
 @pytest.fixture
 def smtp() -> Iterator[SmtpSink]:
     sink = SmtpSink()
@@ -471,35 +194,11 @@ def mail_to_sink(app: Any, smtp: SmtpSink) -> SmtpSink:
     return smtp
 
 
-class Clock:
-    """SIT's one clock (`sit.clock`), stopped until a test moves it."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC).replace(microsecond=0)
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     stopped = Clock()
     monkeypatch.setattr("sit.clock.utcnow", lambda: stopped.now)
     return stopped
-
-
-# SMTP as providers run it: TLS with a certificate from a CA the tests make, and AUTH.
-
-SMTP_USER = "sit@example.com"
-SMTP_PASSWORD = "app password 16c"
-
-
-@dataclass
-class TrustedCA:
-    """The private CA that SIT is told to trust (MAIL_CA_FILE)."""
-
-    ca: trustme.CA
-    file: Path
 
 
 @pytest.fixture(scope="session")
@@ -508,68 +207,6 @@ def trusted_ca(tmp_path_factory: pytest.TempPathFactory) -> TrustedCA:
     path = tmp_path_factory.mktemp("ca") / "ca.pem"
     ca.cert_pem.write_to_path(str(path))
     return TrustedCA(ca, path)
-
-
-class WireSMTP(SMTP):
-    """aiosmtpd's server, which also keeps every byte it reads (decrypted) in its handler's
-    `wire`."""
-
-    def data_received(self, data: bytes) -> None:
-        self.event_handler.wire += data
-        super().data_received(data)
-
-
-class WireController(Controller):
-    def factory(self) -> WireSMTP:
-        return WireSMTP(self.handler, **self.SMTP_kwargs)
-
-
-class AuthSink(SmtpSink):
-    """The SMTP sink as providers run it: AUTH (only SMTP_USER with SMTP_PASSWORD gets in) over
-    STARTTLS (`tls="starttls"`, port 587's way), TLS from the start (`"implicit"`, 465's) or no
-    TLS (`"plain"`, 25's), its certificate for `host` issued by `issuer`.
-
-    It keeps every AUTH attempt (`logins`) and every byte it reads (`wire`), and takes a password
-    without TLS too: only SIT may refuse to send one.
-    """
-
-    def __init__(self, tls: str, issuer: trustme.CA, host: str = "127.0.0.1") -> None:
-        super().__init__()
-        self.tls = tls
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        issuer.issue_cert(host).configure_cert(self.context)
-        self.logins: list[LoginPassword] = []
-        self.wire = b""
-
-    def authenticate(self, *args: Any) -> AuthResult:
-        """aiosmtpd's authenticator: (server, session, envelope, mechanism, login)."""
-        login = args[-1]
-        self.logins.append(login)
-        accepted = login == (SMTP_USER.encode(), SMTP_PASSWORD.encode())
-        return AuthResult(success=accepted, handled=False, auth_data=login)
-
-    def make_controller(self) -> Controller:
-        return WireController(
-            self,
-            hostname="127.0.0.1",
-            port=self.port,
-            ssl_context=self.context if self.tls == "implicit" else None,
-            tls_context=self.context if self.tls == "starttls" else None,
-            authenticator=self.authenticate,
-            auth_require_tls=False,
-        )
-
-    @property
-    def env(self) -> dict[str, str]:
-        """The settings that send SIT's email here, logged in, as users set them (but for
-        MAIL_CA_FILE)."""
-        use = {"starttls": {"SIT_MAIL_USE_TLS": "true"}, "implicit": {"SIT_MAIL_USE_SSL": "true"}}
-        login = {"SIT_MAIL_USERNAME": SMTP_USER, "SIT_MAIL_PASSWORD": SMTP_PASSWORD}
-        return super().env | use.get(self.tls, {}) | login
-
-    def commands(self) -> list[str]:
-        """The SMTP commands it read, in order (their first word)."""
-        return [line.split()[0].decode().upper() for line in self.wire.splitlines() if line]
 
 
 @pytest.fixture

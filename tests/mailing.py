@@ -3,7 +3,7 @@ and what a failed attempt leaves on the emails."""
 
 from datetime import timedelta
 
-from conftest import outbox
+from helpers import outbox
 
 from sit.extensions import db
 from sit.mail.outbox import deliver_due

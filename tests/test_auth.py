@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import PASSWORD, bearer
+from helpers import PASSWORD, bearer
 from itsdangerous import URLSafeSerializer
 
 from sit import clock

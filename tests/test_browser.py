@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
-from conftest import gunicorn
+from helpers import gunicorn
 from playwright.sync_api import Browser, ConsoleMessage, Request, expect, sync_playwright
 
 from sit.auth import issue_token

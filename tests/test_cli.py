@@ -8,7 +8,7 @@ from subprocess import PIPE
 
 import pytest
 import sqlalchemy as sa
-from conftest import PASSWORD, bearer, flask_cli, flask_command, wait_until, waiting_on
+from helpers import PASSWORD, bearer, flask_cli, flask_command, wait_until, waiting_on
 from sqlalchemy.pool import NullPool
 
 from sit import clock, demo, scheduler

@@ -13,7 +13,7 @@ from types import ModuleType
 import httpx
 import pytest
 import requests
-from conftest import BIN, PASSWORD, gunicorn
+from helpers import BIN, PASSWORD, gunicorn
 
 PACKAGE = "sit_client"  # the generator's name for a client of the API titled "SIT"
 

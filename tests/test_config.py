@@ -5,7 +5,7 @@ import re
 import stat
 
 import pytest
-from conftest import flask_cli
+from helpers import flask_cli
 
 from sit import create_app
 from sit.config import ConfigError, parse_bool, parse_duration

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import (
+from helpers import (
     Server,
     SmtpSink,
     bearer,

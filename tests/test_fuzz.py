@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BIN, PASSWORD, Server, bearer, gunicorn
+from helpers import BIN, PASSWORD, Server, bearer, gunicorn
 
 from sit.cli import create_user
 from sit.extensions import db

@@ -17,7 +17,18 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import BIN, PASSWORD, ROOT, flask_cli, free_port, gunicorn
+from helpers import (
+    BIN,
+    CLOSE,
+    PASSWORD,
+    ROOT,
+    cli_create_user,
+    flask_cli,
+    free_port,
+    gunicorn,
+    login,
+    signed_in,
+)
 
 from sit.auth import THROTTLE_LIMIT
 from sit.models import User
@@ -25,28 +36,6 @@ from sit.models import User
 # The access log with the worker's pid, so a test can show its requests reached several workers.
 PID_ACCESS_LOG = {"GUNICORN_CMD_ARGS": "--access-logformat 'access %(p)s %(s)s \"%(r)s\"'"}
 ACCESS_LINE = re.compile(r'^access <(\d+)> (\d{3}) "(\S+) ([^\s?]+)')
-CLOSE = {"Connection": "close"}  # a new connection per request, so any worker may take it
-
-
-def cli_create_user(instance: Path, username: str, **env: str) -> int:
-    """Add a user through the real CLI; returns its id."""
-    email = f"{username}@example.com"
-    result = flask_cli(
-        instance, "sit", "create-user", username, "--email", email, "--password", PASSWORD, **env
-    )
-    assert result.returncode == 0, result.stderr
-    return int(re.search(r"\(id (\d+)\)", result.stdout).group(1))
-
-
-def login(url: str, username: str, password: str = PASSWORD) -> requests.Response:
-    form = {"username": username, "password": password}
-    return requests.post(f"{url}/get-token/", data=form, headers=CLOSE, timeout=60)
-
-
-def bearer(url: str, username: str) -> dict[str, str]:
-    response = login(url, username)
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['token']}"} | CLOSE
 
 
 def at_once(send: Callable[[int], requests.Response], count: int, threads: int) -> list[Any]:
@@ -70,7 +59,7 @@ def test_300_concurrent_creates_across_workers_all_succeed(instance: Path) -> No
     bob = cli_create_user(instance, "bob")
     with gunicorn(instance, workers=4, **PID_ACCESS_LOG) as server:
         url = server.url
-        as_alice = bearer(url, "alice")
+        as_alice = signed_in(url, "alice")
 
         def create(n: int) -> requests.Response:
             body = {"title": f"Concurrent issue {n}", "assigned_to": bob}
@@ -114,7 +103,7 @@ def test_480_concurrent_unconditional_patches_of_one_issue_all_apply(
     """A change without If-Match applies to the current version, whatever changed it meanwhile:
     never a 409. With If-Match, a version that is no longer current is still a 412."""
     with gunicorn(instance, workers=4) as server:
-        as_alice = bearer(server.url, "alice")
+        as_alice = signed_in(server.url, "alice")
         created = requests.post(
             f"{server.url}/api/", json={"title": "Contended"}, headers=as_alice, timeout=30
         )
@@ -234,7 +223,7 @@ def test_workers_share_the_secret_key_generated_at_first_start(instance: Path) -
     with gunicorn(instance, workers=4, **PID_ACCESS_LOG) as server:
         url = server.url
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
-        as_alice = bearer(url, "alice")
+        as_alice = signed_in(url, "alice")
 
         def me(_: int) -> requests.Response:
             return requests.get(f"{url}/api/users/me/", headers=as_alice, timeout=30)

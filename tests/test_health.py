@@ -4,7 +4,7 @@ import secrets
 from datetime import timedelta
 
 import pytest
-from conftest import flask_cli, free_port
+from helpers import flask_cli, free_port
 
 from sit import clock, health
 from sit.extensions import db

@@ -2,7 +2,7 @@
 
 import pytest
 import sqlalchemy as sa
-from conftest import ids, link_map
+from helpers import ids, link_map
 
 from sit.extensions import db
 from sit.models import Issue

@@ -7,7 +7,7 @@ from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 
 import flask_mail
-from conftest import outbox
+from helpers import outbox
 from mailing import assign, deliver_when_due
 
 from sit import jobs, notifications

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ROOT, bearer, flask_cli, gunicorn, wait_until
+from helpers import ROOT, bearer, flask_cli, gunicorn, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from sit import create_app

@@ -9,8 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from conftest import POSTGRES, ROOT, flask_command, wait_until, waiting_on
 from flask_migrate import upgrade
+from helpers import POSTGRES, ROOT, flask_command, wait_until, waiting_on
 from sqlalchemy.pool import NullPool
 from werkzeug.exceptions import NotFound
 

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import outbox
+from helpers import outbox
 
 from sit import notifications, scheduler
 from sit.extensions import db

@@ -12,9 +12,8 @@ import pytest
 import requests
 import sqlalchemy as sa
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-from conftest import PASSWORD, flask_cli, gunicorn, migrate, wait_until
+from helpers import PASSWORD, cli_create_user, flask_cli, gunicorn, migrate, signed_in, wait_until
 from sqlalchemy.pool import NullPool
-from test_gunicorn import bearer, cli_create_user
 
 EMAIL_DEADLINE = 60  # seconds; the runner's back-off is 30 s at most
 
@@ -51,7 +50,7 @@ def assign_an_issue(url: str, instance: Path, env: dict[str, str]) -> None:
     cli_create_user(instance, "alice", **env)
     bob = cli_create_user(instance, "bob", **env)
     body = {"title": "Printer on fire", "assigned_to": bob}
-    created = requests.post(f"{url}/api/", json=body, headers=bearer(url, "alice"), timeout=30)
+    created = requests.post(f"{url}/api/", json=body, headers=signed_in(url, "alice"), timeout=30)
     assert created.status_code == 201, created.text
     subjects = wait_until(
         lambda: assignment_emails(instance, "bob@example.com"), EMAIL_DEADLINE, "bob's email"

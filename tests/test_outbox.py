@@ -5,7 +5,7 @@ given up."""
 from datetime import UTC, datetime
 
 import pytest
-from conftest import outbox
+from helpers import outbox
 from mailing import assign, deliver_after, deliver_when_due, postponed_errors, two_due_emails
 
 from sit import notifications

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import ids, link_map
+from helpers import ids, link_map
 from itsdangerous import URLSafeSerializer
 
 from sit import pagination

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from apscheduler.schedulers.base import STATE_RUNNING
-from conftest import wait_until
+from helpers import wait_until
 
 from sit import scheduler
 from sit.extensions import db

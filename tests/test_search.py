@@ -6,8 +6,8 @@ import os
 
 import pytest
 import sqlalchemy as sa
-from conftest import POSTGRES, ROOT
 from flask_migrate import upgrade
+from helpers import POSTGRES, ROOT
 
 from sit import create_app, search
 from sit.extensions import db

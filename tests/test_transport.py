@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import SMTP_PASSWORD, SMTP_USER, app_context, flask_cli, outbox
+from helpers import SMTP_PASSWORD, SMTP_USER, app_context, flask_cli, outbox
 from mailing import assign, deliver_when_due, postponed_errors, two_due_emails
 
 from sit import jobs

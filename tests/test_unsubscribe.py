@@ -2,7 +2,7 @@
 no sign-in, `GET` only shows the button."""
 
 import pytest
-from conftest import outbox
+from helpers import outbox
 from itsdangerous import URLSafeSerializer
 from mailing import deliver_when_due
 

@@ -5,7 +5,7 @@ from functools import partial
 
 import pytest
 import sqlalchemy as sa
-from conftest import PASSWORD, bearer, wait_until, waiting_on
+from helpers import PASSWORD, bearer, wait_until, waiting_on
 from sqlalchemy.pool import NullPool
 
 from sit.accounts import create_user
