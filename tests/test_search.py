@@ -13,6 +13,17 @@ from sit import create_app, search
 from sit.extensions import db
 from sit.models import Issue
 
+PAGE_PLAN = search.page_plan  # before the fixture below replaces it
+
+
+@pytest.mark.parametrize(
+    ("matches", "expected"),
+    [(0, "sorted"), (500, "sorted"), (2_400, "probed"), (10_000, "probed"), (50_000, "tested")],
+)
+def test_the_cheapest_plan_at_a_million_issues(matches, expected):
+    """Sorting few matches, probing a list of some, testing rows when they are many."""
+    assert PAGE_PLAN(matches, 1_000_000) == expected
+
 
 @pytest.fixture(params=["sorted", "probed", "tested"], autouse=True)
 def plan(request, monkeypatch):
