@@ -1,5 +1,5 @@
-"""The data: users, issues, failed logins, the outbox and the runner's heartbeat. Models change
-themselves; never commit."""
+"""The data: users, issues and their conversation (comments, events, labels, watchers), failed
+logins, the outbox and the runner's heartbeat. Models change themselves; never commit."""
 
 import functools
 import secrets
@@ -51,6 +51,7 @@ class User(db.Model):
     active: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
     notify_assignments: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
     notify_digest: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    notify_comments: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
 
     def change(self, fields: dict[str, Any]) -> None:
         """Set the given fields; deactivating also revokes every token, so that reactivating
@@ -140,10 +141,12 @@ class Issue(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     version: Mapped[int] = mapped_column()
+    comment_count: Mapped[int] = mapped_column(default=0, server_default="0")  # `comments`
 
     creator: Mapped[User] = relationship(
         foreign_keys=[created_by_id], lazy="joined", innerjoin=True
     )
+    labels: Mapped[list["Label"]] = relationship(secondary=lambda: issue_labels)
 
     # Every UPDATE and DELETE says "WHERE version = <the version read>", and bumps the version
     # (the ETag's). Requests read the issue they change locked (`get_own_issue`), so this check
@@ -172,14 +175,101 @@ class Issue(db.Model):
             setattr(self, "assigned_to_id" if name == "assigned_to" else name, value)
 
 
+class Comment(db.Model):
+    """A comment on an issue; deleted with it."""
+
+    __tablename__ = "comments"
+    __table_args__ = (
+        sa.Index("ix_comments_issue_id_id", "issue_id", "id"),  # an issue's comments, in order
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    issue_id: Mapped[int] = mapped_column(sa.ForeignKey("issues.id", ondelete="CASCADE"))
+    author_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    body: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    version: Mapped[int] = mapped_column()
+
+    author: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+    issue: Mapped[Issue] = relationship()
+
+    __mapper_args__ = {"version_id_col": version}  # the ETag's, as for issues
+
+
+class Event(db.Model):
+    """One thing that happened to an issue (§13's kinds), written in the transaction of the
+    change it records, never edited, deleted only with its issue. `details` holds the kind's
+    own fields (`from`, `to`, `label`, `comment`)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        sa.Index("ix_events_issue_id_id", "issue_id", "id"),  # an issue's history, in order
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    issue_id: Mapped[int] = mapped_column(sa.ForeignKey("issues.id", ondelete="CASCADE"))
+    actor_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    event: Mapped[str] = mapped_column(sa.String(20))
+    details: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    actor: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+
+class Label(db.Model):
+    """A label admins manage; names are unique ignoring case (`folded`, `str.casefold`, which
+    SQLite's `lower()` is not for letters beyond ASCII)."""
+
+    __tablename__ = "labels"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(50))
+    folded: Mapped[str] = mapped_column(sa.String(50), unique=True)
+    color: Mapped[str] = mapped_column(sa.String(7), default="#ededed")
+    description: Mapped[str] = mapped_column(sa.String(255), default="")
+
+    def rename(self, name: str) -> None:
+        self.name, self.folded = name, name.casefold()
+
+
+issue_labels = sa.Table(
+    "issue_labels",
+    db.metadata,
+    sa.Column("issue_id", sa.ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("label_id", sa.ForeignKey("labels.id", ondelete="CASCADE"), primary_key=True),
+    sa.Index("ix_issue_labels_label_id_issue_id", "label_id", "issue_id"),  # `?label=`
+)
+
+
+class Subscription(db.Model):
+    """A user's explicit choice about one issue: watching it (`ignored` false) or ignoring it,
+    which beats the automatic reasons (creator, assignee, commented)."""
+
+    __tablename__ = "subscriptions"
+
+    issue_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("issues.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), primary_key=True, index=True)
+    ignored: Mapped[bool] = mapped_column(default=False)
+
+
 class LoginFailure(db.Model):
-    """One failed login, kept for the throttle's window; shared by every worker and host."""
+    """One failed login, kept for the throttle's window; shared by every worker and host. Counted
+    by username, and by client address against password spraying."""
 
     __tablename__ = "login_failures"
-    __table_args__ = (sa.Index("ix_login_failures_username_failed_at", "username", "failed_at"),)
+    __table_args__ = (
+        sa.Index("ix_login_failures_username_failed_at", "username", "failed_at"),
+        sa.Index("ix_login_failures_address_failed_at", "address", "failed_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(sa.String(150))
+    address: Mapped[str | None] = mapped_column(sa.String(45))  # an IPv6 address at most
     failed_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
