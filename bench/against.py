@@ -29,7 +29,7 @@ def check_out(ref: str, folder: Path) -> Path:
     :raise RuntimeError: `ref` is not a commit of this repository.
     """
     commit = git("rev-parse", "--verify", f"{ref}^{{commit}}")
-    path = folder / f"sit-{commit[:12]}"
+    path = folder / "checkouts" / commit[:12]
     git("worktree", "add", "--detach", str(path), commit)
     theirs = requirements(git("show", f"{commit}:setup.cfg"))
     ours = requirements((servers.ROOT / "setup.cfg").read_text())

@@ -124,7 +124,9 @@ def write(data: dict[str, Any], path: Path) -> None:
         "Each ratio is the median of per-round ratios; within a round the servers take turns "
         f"({', '.join(data['http']['create'])}, then again), all of them running at the same "
         "time. A `SIT@REF` is SIT as it was at that git ref (`--against REF`), run from a "
-        "temporary worktree with the same virtualenv.",
+        "temporary worktree with the same virtualenv; each SIT's database is at migration "
+        + ", ".join(f"{rev} ({name})" for name, rev in data["migrations"].items())
+        + ".",
         "",
         "## HTTP",
         "",
@@ -290,7 +292,7 @@ def draw_scale(figures: dict[str, Any], path: Path) -> None:
 def draw(data: dict[str, Any], path: Path) -> None:
     """Two panels: req/s and p99 per scenario, SIT beside its peers."""
     scenarios = list(data["medians"])
-    targets = list(dict.fromkeys(t for by_target in data["medians"].values() for t in by_target))
+    targets = list(data["medians"]["create"])  # every server takes part in create
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.8 / len(targets)
     for panel, (key, label) in zip(

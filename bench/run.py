@@ -104,7 +104,7 @@ def start_sit(folder: Path, sink: servers.Sink, name: str, users: int, issues: i
 
 def sit_target(name: str, folder: Path, sink: servers.Sink, root: Path = servers.ROOT) -> Target:
     """SIT from the checkout `root` (this one, or `--against`'s), seeded and served by gunicorn."""
-    instance = "sit" if root == servers.ROOT else root.name
+    instance = "sit" if root == servers.ROOT else f"sit-{root.name}"
     env, instance_path, _ = start_sit(folder, sink, instance, 100, 1000, root)
     token = servers.flask(env, "sit", "create-token", "demo1", cwd=root).strip()
     server = servers.gunicorn(instance, "wsgi:app", "gunicorn.conf.py", env, folder, cwd=root)
@@ -191,6 +191,11 @@ def http_phase(
         out["cpu_ms"] = [r["cpu_ms_per_request"] for r in out["http"]["get one"]["SIT"]]
         out["seed_tasks"] = seed_tasks(next(t for t in targets if t.name == SEED))
         sits = [target for target in targets if target.name.startswith("SIT")]
+        # which schema each SIT runs: `--against`'s ref ran its own migrations
+        out["migrations"] = {
+            target.name: scalars(target.db, "SELECT version_num FROM alembic_version")[0]
+            for target in sits
+        }
         out["profiles"] = {
             scenario: {target.name: profile(target, scenario, folder, settings) for target in sits}
             for scenario in SCENARIOS
