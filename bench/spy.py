@@ -17,7 +17,7 @@ WRITES = ("create", "patch")  # the scenarios sampled with --idle
 # the same in SIT before and after a change of its own functions (`--against`).
 PHASES = (
     ("auth: token check and caller lookup", ("caller_for_token (", "verify_token (")),
-    ("email's job: APScheduler add_job, pickled", ("add_job (", "schedule_email (")),
+    ("email's job: APScheduler's, pickled and written", ("add_job (", "schedule_email (")),
     ("write lock: BEGIN IMMEDIATE, waiting included", ("begin_write (",)),
     ("commit (and the flush it makes)", ("Session.commit (", "Connection.commit (")),
     ("flush: the INSERT or UPDATE", ("Session.flush (",)),
