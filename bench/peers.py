@@ -3,6 +3,7 @@
 Celery worker taking its countdown tasks from Redis)."""
 
 import os
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 import servers
 
 DRF = servers.BENCH / "drf"
+USERS, ISSUES = 100, 1000  # seeded, as SIT's instance is
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -21,6 +23,11 @@ class Peer:
     db: Path
     worker: servers.Server | None = None  # the seed's Celery worker
     prefix: str = ""  # its Redis keys
+
+    def creates(self) -> int:
+        """How many issues the benchmark created (each assigned, so each scheduled an email)."""
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as connection:
+            return connection.execute("SELECT count(*) FROM tracker_issue").fetchone()[0] - ISSUES
 
     def scheduled(self) -> int:
         """How many tasks wait in Redis: queued, or reserved by the worker for their countdown."""
@@ -48,7 +55,7 @@ def start_drf(name: str, settings: str, folder: Path, **extra: str) -> Peer:
     env = servers.clean_env(BENCH_DRF_DB=str(db), DJANGO_SETTINGS_MODULE=settings, **extra)
     manage = [sys.executable, str(DRF / "manage.py")]
     subprocess.run([*manage, "migrate", "-v0"], env=env, check=True)
-    seed = [*manage, "seed", "--users", "100", "--issues", "1000"]
+    seed = [*manage, "seed", "--users", str(USERS), "--issues", str(ISSUES)]
     token = subprocess.run(seed, env=env, check=True, capture_output=True, text=True)
     server = servers.gunicorn(name, "--pythonpath bench/drf drfpeer.wsgi:application",
                               "bench/gunicorn_peer.py", env, folder)  # fmt: skip
