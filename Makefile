@@ -23,9 +23,10 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Measures SIT beside a bare WSGI app and a DRF peer; writes bench/RESULTS.md (about 5 min).
+# Measures SIT beside a bare WSGI app, a DRF peer and the seed's stack (DRF + Celery on Redis);
+# writes bench/RESULTS.md (about 12 min). ARGS="--against REF" runs SIT at git ref REF beside it.
 bench: $(VENV)/.installed-bench
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(ARGS)
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -43,7 +43,7 @@ def _ms(text: str) -> float:
 
 def parse_wrk(output: str) -> dict[str, float]:
     """Requests per second, p50 and p99 (ms), requests and errors (non-2xx/3xx and socket)."""
-    found = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.M))
+    found = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.M))  # "1.95s " is padded
     errors = sum(map(int, re.findall(r"Non-2xx or 3xx responses: (\d+)", output)))
     for counts in re.findall(r"Socket errors: (.*)$", output, re.M):
         errors += sum(int(n) for n in re.findall(r"\d+", counts))

@@ -9,8 +9,8 @@ import scale
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the backend
 
-TARGETS = ("SIT", "DRF", "bare")
-COLORS = {"SIT": "#2b6cb0", "DRF": "#c05621", "bare": "#718096"}
+COLORS = {"SIT": "#2b6cb0", "DRF": "#c05621", "seed's stack": "#9c4221", "bare": "#718096"}
+REF_COLOR = "#90cdf4"  # SIT at `--against`'s ref
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -18,10 +18,15 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 
 def goal_rows(goals: list[dict[str, Any]]) -> list[str]:
-    rows = ["| figure | measured | goal | |", "|---|---|---|---|"]
+    rows = ["| figure | measured | goal | moonshot | |", "|---|---|---|---|---|"]
     for goal in goals:
         verdict = "—" if goal["met"] is None else ("met" if goal["met"] else "**missed**")
-        rows.append(f"| {goal['figure']} | {goal['measured']} | {goal['goal']} | {verdict} |")
+        if goal["moonshot_met"]:
+            verdict = "moonshot met"
+        rows.append(
+            f"| {goal['figure']} | {goal['measured']} | {goal['goal']} | {goal['moonshot']} "
+            f"| {verdict} |"
+        )
     return rows
 
 
@@ -42,33 +47,58 @@ def http_rows(http: dict[str, dict[str, list[dict[str, float]]]], medians: Any) 
     return rows
 
 
-def profile_rows(scenario: str, profile: dict[str, Any]) -> list[str]:
-    if not profile.get("samples"):
+def profile_rows(scenario: str, profiles: dict[str, dict[str, Any]]) -> list[str]:
+    """One column per profiled SIT (this one, and `--against`'s ref beside it)."""
+    taken = {name: profile for name, profile in profiles.items() if profile.get("samples")}
+    if not taken:
         return ["No samples were taken (py-spy could not attach)."]
+    names = list(taken)
+    counts = "; ".join(
+        f"{name}: {p['samples']} samples inside request handling, {p['in_app']:.0%} of them "
+        "inside the Flask app" for name, p in taken.items()
+    )  # fmt: skip
+    idle = any(p.get("idle") for p in taken.values())
+    waits = ("every sample, a wait for SQLite's write lock or the network included (`--idle`)"
+             if idle else "samples of running code: a wait on a lock or the network is not "
+             "counted")  # fmt: skip
     lines = [
-        f"py-spy (wall-clock samples, 200 Hz) of one of SIT's four workers during an extra "
-        f"{scenario} wrk run: {profile['samples']} samples inside request handling, "
-        f"{profile['in_app']:.0%} of them inside the Flask app and the rest in gunicorn "
-        "(reading the request, writing and closing the socket, the access log; on a loaded "
-        "2-core machine that includes waiting for a CPU).",
+        f"py-spy (200 Hz; {waits}) of one of each SIT's four workers during an extra {scenario} "
+        "wrk run "
+        f"({counts}; the rest in gunicorn: reading the request, writing and closing the "
+        "socket, the access log; on a loaded 2-core machine that includes waiting for a CPU).",
         "",
-        f"| inside the app, phase of a {scenario} request | share of app time |",
-        "|---|---|",
     ]
-    lines += [f"| {name} | {share:.0%} |" for name, share in profile["phases"].items()]
-    lines += ["", "| all request samples, by kind of code (innermost) | share |", "|---|---|"]
-    lines += [f"| {name} | {share:.0%} |" for name, share in profile["layers"].items()]
-    lines += ["", "Hottest functions (self time):", ""]
-    lines += [f"- `{frame}` {share:.1%}" for frame, share in profile["hottest"]]
+    lines += share_table(f"inside the app, phase of a {scenario} request", "phases", taken)
+    lines += ["", *share_table("all request samples, by kind of code (innermost)", "layers", taken)]
+    for name in names:
+        lines += ["", f"Hottest functions (self time), {name}:", ""]
+        lines += [f"- `{frame}` {share:.1%}" for frame, share in taken[name]["hottest"]]
     return lines
 
 
-def profile_sections(profiles: dict[str, dict[str, Any]]) -> list[str]:
+def share_table(title: str, key: str, profiles: dict[str, dict[str, Any]]) -> list[str]:
+    """Each row's share in each profile, the rows in the first profile's order."""
+    rows = list(dict.fromkeys(row for p in profiles.values() for row in p[key]))
+    lines = [f"| {title} | " + " | ".join(profiles) + " |", "|---|" + "---|" * len(profiles)]
+    for row in rows:
+        shares = " | ".join(f"{p[key].get(row, 0):.0%}" for p in profiles.values())
+        lines.append(f"| {row} | {shares} |")
+    return lines
+
+
+def profile_sections(profiles: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     lines = []
-    for scenario, profile in profiles.items():
+    for scenario, by_target in profiles.items():
         lines += [f"## Where a {scenario} request's time goes", ""]
-        lines += [*profile_rows(scenario, profile), ""]
+        lines += [*profile_rows(scenario, by_target), ""]
     return lines
+
+
+def seed_tasks_line(tasks: dict[str, int]) -> str:
+    return (
+        f"At the end of the HTTP phase its {tasks['creates']:,} creates had left "
+        f"{tasks['scheduled']:,} tasks waiting in Redis for their countdown."
+    )
 
 
 def write(data: dict[str, Any], path: Path) -> None:
@@ -87,33 +117,44 @@ def write(data: dict[str, Any], path: Path) -> None:
         f"- load average when the run started: {machine['load']}",
         f"- Python {machine['python']}; {versions}; {machine['wrk']}",
         "",
-        "## Goals (issue 6)",
+        "## Goals (issues 20 and 6)",
         "",
         *goal_rows(data["goals"]),
         "",
         "Each ratio is the median of per-round ratios; within a round the servers take turns "
-        "(SIT, DRF, bare, SIT, DRF, bare, ...), all of them running at the same time.",
+        f"({', '.join(data['http']['create'])}, then again), all of them running at the same "
+        "time. A `SIT@REF` is SIT as it was at that git ref (`--against REF`), run from a "
+        "temporary worktree with the same virtualenv; each SIT's database is at migration "
+        + ", ".join(f"{rev} ({name})" for name, rev in data["migrations"].items())
+        + ".",
         "",
         "## HTTP",
         "",
         f"wrk `-t2 -c32`, {data['settings']['seconds']:g} s per run after one "
         f"{data['settings']['warmup']:g} s warm-up per server and scenario, "
         f"{data['settings']['rounds']} rounds; every server is gunicorn with SIT's "
-        "`gunicorn.conf.py` settings and 4 sync workers on loopback. SIT and DRF each have "
-        "their own SQLite database seeded with 100 users and 1,000 issues.",
+        "`gunicorn.conf.py` settings and 4 sync workers on loopback. SIT, DRF and the seed's "
+        "stack each have their own SQLite database seeded with 100 users and 1,000 issues.",
         "",
         *http_rows(data["http"], data["medians"]),
         "",
         "- **get one**: `GET /api/500/`. **list**: `GET /api/` (the default page: 30 newest). "
         "**create**: `POST /api/` with a title, a description and an assignee (SIT stores its "
-        "assignment email and schedules its job; DRF schedules nothing). **patch**: `PATCH "
-        "/api/<id>/` of a new title and status, as the creator, over 500 issues it created.",
+        "assignment email and schedules its job; DRF schedules nothing; the seed's stack "
+        "schedules a Celery task). **patch**: `PATCH /api/<id>/` of a new title and status, as "
+        "the creator, over 500 issues it created.",
         "- **bare**: `bench/bare.py`, a WSGI function answering fixed JSON documents (no "
         "framework, auth or database). **DRF**: `bench/drf/`, Django 5.2 and DRF with "
         "`TokenAuthentication`, a `ModelViewSet` with `select_related`, the JSON renderer only, "
         "`PageNumberPagination` of 30, and SQLite tuned as SIT tunes it (WAL, "
         "`synchronous=NORMAL`, `BEGIN IMMEDIATE`, 30 s busy timeout) with persistent "
-        "connections.",
+        "connections. **seed's stack**: the system SIT replaces, as its README describes it: "
+        "the same DRF peer (`bench/drf/seedstack/`), each create (or change of assignee) then "
+        "calling `send_assignment_email.apply_async(countdown=720)` on Celery with Redis "
+        "(127.0.0.1:6379), and one `celery -A seedstack worker -l INFO` (prefork, a process "
+        "per core) reserving those tasks until their countdown ends; measured in the writes "
+        "only, its reads being the DRF peer's. "
+        f"{seed_tasks_line(data['seed_tasks'])}",
         f"- SIT worker memory (RSS, MiB): after boot {data['rss']['cold']}, before the "
         f"benchmark (after the warm-up) {data['rss']['before']}, after it "
         f"{data['rss']['after']}.",
@@ -249,24 +290,25 @@ def draw_scale(figures: dict[str, Any], path: Path) -> None:
 
 
 def draw(data: dict[str, Any], path: Path) -> None:
-    """Two panels: req/s and p99 per scenario, SIT beside the bare app and DRF."""
+    """Two panels: req/s and p99 per scenario, SIT beside its peers."""
     scenarios = list(data["medians"])
+    targets = list(data["medians"]["create"])  # every server takes part in create
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
-    width = 0.27
+    width = 0.8 / len(targets)
     for panel, (key, label) in zip(
         axes, (("rps", "requests/s"), ("p99_ms", "p99 latency (ms)")), strict=True
     ):
-        for n, target in enumerate(TARGETS):
+        for n, target in enumerate(targets):
             values = [data["medians"][s].get(target, {}).get(key, 0) for s in scenarios]
-            xs = [i + (n - 1) * width for i in range(len(scenarios))]
-            panel.bar(xs, values, width, label=target, color=COLORS[target])
+            xs = [i + (n - (len(targets) - 1) / 2) * width for i in range(len(scenarios))]
+            panel.bar(xs, values, width, label=target, color=COLORS.get(target, REF_COLOR))
         panel.set_xticks(range(len(scenarios)), scenarios)
         panel.set_ylabel(label)
         panel.set_yscale("log")
         panel.grid(axis="y", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=len(TARGETS))
-    figure.suptitle("SIT beside DRF and a bare WSGI app (gunicorn, 4 sync workers, wrk -t2 -c32)")
+    figure.legend(handles, labels, loc="lower center", ncol=len(targets))
+    figure.suptitle("SIT beside its peers (gunicorn, 4 sync workers each, wrk -t2 -c32)")
     figure.tight_layout(rect=(0, 0.07, 1, 1))
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -1,8 +1,10 @@
-"""`make bench`: measure SIT beside a bare WSGI app and a Django REST Framework peer, and write
-`bench/RESULTS.md` and `bench/results.png`. Run from the project folder with SIT's virtualenv:
-`.venv/bin/python bench/run.py` (`--quick` for a short smoke run, `--out DIR` elsewhere, `--only
-http` (or lateness, digest, scale) to run one phase while working on it: that prints its figures
-and writes no report, but for scale, which writes its own section of RESULTS.md)."""
+"""`make bench`: measure SIT beside a bare WSGI app, a Django REST Framework peer and the seed's
+own stack (that peer plus Celery on Redis), and write `bench/RESULTS.md` and `bench/results.png`.
+Run from the project folder with SIT's virtualenv: `.venv/bin/python bench/run.py` (`--quick` for
+a short smoke run, `--out DIR` elsewhere, `--only http` (or lateness, digest, scale) to run one
+phase while working on it: that prints its figures and writes no report, but for scale, which
+writes its own section of RESULTS.md; `--against REF` to run SIT as it was at git ref REF beside
+the current one in the HTTP phase, each scenario's ratio and profile side by side)."""
 
 import argparse
 import json
@@ -17,22 +19,33 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import against
 import load
+import peers
 import report
 import scale
 import servers
 import spy
-from goals import goals, ratio_rows
+from goals import SEED, goals, ratio_rows
 
 BENCH = servers.BENCH
 PACKAGES = (
     "Flask", "APIFlask", "pydantic", "SQLAlchemy", "Flask-SQLAlchemy", "APScheduler",
-    "Flask-Mail", "gunicorn", "Django", "djangorestframework", "aiosmtpd", "py-spy",
+    "Flask-Mail", "gunicorn", "Django", "djangorestframework", "celery", "redis", "aiosmtpd",
+    "py-spy",
 )  # fmt: skip
+SCENARIOS = ("get one", "list", "create", "patch")
+SEED_SCENARIOS = ("create", "patch")  # its reads are the DRF peer's very code
+# The 500 newest issues demo1 created, which the patch scenario changes
+SIT_ISSUES = ("SELECT i.id FROM issues i JOIN users u ON u.id = i.created_by_id "
+              "WHERE u.username = 'demo1' ORDER BY i.id DESC LIMIT 500")  # fmt: skip
+DRF_ISSUES = ("SELECT i.id FROM tracker_issue i JOIN auth_user u ON u.id = i.created_by_id "
+              "WHERE u.username = 'demo1' ORDER BY i.id DESC LIMIT 500")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,11 @@ class Target:
     db: Path
     issues_sql: str  # ids of the issues demo1 created, newest first
     assignee: int
+    scenarios: tuple[str, ...] = SCENARIOS
+    peer: peers.Peer | None = None  # what stops it (with its Celery worker), for a peer
+
+    def stop(self) -> None:
+        (self.peer or self.server).stop()
 
 
 def scalars(db: Path, sql: str) -> list[Any]:
@@ -71,46 +89,57 @@ def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
-def start_sit(folder: Path, sink: servers.Sink, name: str, users: int, issues: int, **extra: str):
+def start_sit(folder: Path, sink: servers.Sink, name: str, users: int, issues: int,
+              root: Path = servers.ROOT, **extra: str):  # fmt: skip
+    """A seeded SIT instance in `<folder>/<name>`, run from the checkout `root`."""
     instance = folder / name
     instance.mkdir()
-    env = servers.sit_env(instance, sink.port, **extra)
-    servers.flask(env, "db", "upgrade")
+    env = servers.sit_env(instance, sink.port, PYTHONPATH=str(root), **extra)
+    servers.flask(env, "db", "upgrade", cwd=root)
     start = time.monotonic()
-    servers.flask(env, "sit", "seed-demo", "--users", str(users), "--issues", str(issues))
+    servers.flask(env, "sit", "seed-demo", "--users", str(users), "--issues", str(issues), cwd=root)
     seconds = time.monotonic() - start
     return env, instance, seconds
 
 
-def start_targets(folder: Path, sink: servers.Sink) -> list[Target]:
-    env, instance, _ = start_sit(folder, sink, "sit", 100, 1000)
-    token = servers.flask(env, "sit", "create-token", "demo1").strip()
-    sit = servers.gunicorn("sit", "wsgi:app", "gunicorn.conf.py", env, folder)
-    drf_db = folder / "drf.sqlite3"
-    drf_env = servers.clean_env(BENCH_DRF_DB=str(drf_db), DJANGO_SETTINGS_MODULE="drfpeer.settings")
-    manage = [sys.executable, str(BENCH / "drf" / "manage.py")]
-    subprocess.run([*manage, "migrate", "-v0"], env=drf_env, check=True)
-    seed = [*manage, "seed", "--users", "100", "--issues", "1000"]
-    drf_token = subprocess.run(seed, env=drf_env, check=True, capture_output=True, text=True)
-    peer = "bench/gunicorn_peer.py"
-    drf = servers.gunicorn("drf", "--pythonpath bench/drf drfpeer.wsgi:application", peer,
-                           drf_env, folder)  # fmt: skip
-    bare = servers.gunicorn("bare", "--pythonpath bench bare:app", peer, servers.clean_env(),
-                            folder)  # fmt: skip
-    targets = [
-        Target("SIT", sit, f"Authorization: Bearer {token}", instance / "sit.db",
-               "SELECT i.id FROM issues i JOIN users u ON u.id = i.created_by_id "
-               "WHERE u.username = 'demo1' ORDER BY i.id DESC LIMIT 500",
-               scalars(instance / "sit.db", "SELECT id FROM users WHERE username='demo2'")[0]),
-        Target("DRF", drf, f"Authorization: Token {drf_token.stdout.strip()}", drf_db,
-               "SELECT i.id FROM tracker_issue i JOIN auth_user u ON u.id = i.created_by_id "
-               "WHERE u.username = 'demo1' ORDER BY i.id DESC LIMIT 500",
-               scalars(drf_db, "SELECT id FROM auth_user WHERE username='demo2'")[0]),
-        Target("bare", bare, "Authorization: Bearer x", Path(), "", 2),
-    ]  # fmt: skip
-    for target in targets:
-        header, value = target.auth.split(": ", 1)
-        servers.wait_ready(target.server, "/api/500/", {header: value})
+def sit_target(name: str, folder: Path, sink: servers.Sink, root: Path = servers.ROOT) -> Target:
+    """SIT from the checkout `root` (this one, or `--against`'s), seeded and served by gunicorn."""
+    instance = "sit" if root == servers.ROOT else f"sit-{root.name}"
+    env, instance_path, _ = start_sit(folder, sink, instance, 100, 1000, root)
+    token = servers.flask(env, "sit", "create-token", "demo1", cwd=root).strip()
+    server = servers.gunicorn(instance, "wsgi:app", "gunicorn.conf.py", env, folder, cwd=root)
+    db = instance_path / "sit.db"
+    demo2 = scalars(db, "SELECT id FROM users WHERE username='demo2'")[0]
+    return Target(name, server, f"Authorization: Bearer {token}", db, SIT_ISSUES, demo2)
+
+
+def peer_target(name: str, peer: peers.Peer, scenarios: tuple[str, ...] = SCENARIOS) -> Target:
+    demo2 = scalars(peer.db, "SELECT id FROM auth_user WHERE username='demo2'")[0]
+    return Target(name, peer.server, f"Authorization: Token {peer.token}", peer.db, DRF_ISSUES,
+                  demo2, scenarios, peer)  # fmt: skip
+
+
+def start_targets(folder: Path, sink: servers.Sink, ref: tuple[str, Path] | None) -> list[Target]:
+    """SIT (and SIT at `ref`, a name and its checkout), the DRF peer, the seed's stack and the
+    bare app, each ready to answer; stopped again if one of them fails to start."""
+    targets: list[Target] = []
+    try:
+        targets.append(sit_target("SIT", folder, sink))
+        if ref:
+            targets.append(sit_target(f"SIT@{ref[0]}", folder, sink, ref[1]))
+        targets.append(peer_target("DRF", peers.start_drf("drf", "drfpeer.settings", folder)))
+        seed = peers.start_seed_stack("seed", folder, sink.port)
+        targets.append(peer_target(SEED, seed, SEED_SCENARIOS))
+        bare = servers.gunicorn("bare", "--pythonpath bench bare:app", "bench/gunicorn_peer.py",
+                                servers.clean_env(), folder)  # fmt: skip
+        targets.append(Target("bare", bare, "Authorization: Bearer x", Path(), "", 2))
+        for target in targets:
+            header, value = target.auth.split(": ", 1)
+            servers.wait_ready(target.server, "/api/500/", {header: value})
+    except BaseException:
+        for target in targets:
+            target.stop()
+        raise
     return targets
 
 
@@ -133,20 +162,25 @@ def worker_rss(server: servers.Server) -> list[float]:
     return [round(servers.rss_mib(pid), 1) for pid in server.workers()]
 
 
-def http_phase(folder: Path, sink: servers.Sink, settings: Settings) -> dict[str, Any]:
-    targets = start_targets(folder, sink)
+def http_phase(
+    folder: Path, sink: servers.Sink, settings: Settings, ref: tuple[str, Path] | None = None
+) -> dict[str, Any]:
+    """Each scenario: one warm-up per server, then rounds in which the servers take turns; then
+    a py-spy profile of one worker of each SIT (the current one, and `ref`'s)."""
+    targets = start_targets(folder, sink, ref)
     sit = targets[0]
     out: dict[str, Any] = {"http": {}, "cpu_ms": [], "rss": {"cold": worker_rss(sit.server)}}
     try:
-        for scenario in ("get one", "list", "create", "patch"):
+        for scenario in SCENARIOS:
             log(f"HTTP: {scenario}")
-            runs: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
-            for target in targets:
+            taking = [target for target in targets if scenario in target.scenarios]
+            runs: dict[str, list[dict[str, float]]] = {t.name: [] for t in taking}
+            for target in taking:
                 run_once(target, scenario, settings.warmup)
             if scenario == "get one":
                 out["rss"]["before"] = worker_rss(sit.server)
             for _ in range(settings.rounds):
-                for target in targets:
+                for target in taking:
                     before = servers.cpu_seconds(target.server.pids())
                     result = run_once(target, scenario, settings.seconds)
                     cpu = servers.cpu_seconds(target.server.pids()) - before
@@ -155,18 +189,34 @@ def http_phase(folder: Path, sink: servers.Sink, settings: Settings) -> dict[str
             out["http"][scenario] = runs
         out["rss"]["after"] = worker_rss(sit.server)
         out["cpu_ms"] = [r["cpu_ms_per_request"] for r in out["http"]["get one"]["SIT"]]
-        out["profiles"] = {}
-        for scenario in out["http"]:
-            log(f"HTTP: profiling one SIT worker during a {scenario} run")
-            raw = folder / f"profile-{scenario.replace(' ', '-')}.txt"
-            sampler = spy.record(sit.server.workers()[0], settings.seconds, raw)
-            run_once(sit, scenario, settings.seconds + 1)
-            sampler.wait(timeout=60)
-            out["profiles"][scenario] = spy.summarize(raw) if raw.exists() else {}
+        # the proof that each of the seed's creates scheduled its email
+        seed = next(target.peer for target in targets if target.peer and target.peer.worker)
+        out["seed_tasks"] = {"creates": seed.creates(), "scheduled": seed.scheduled()}
+        sits = [target for target in targets if target.name.startswith("SIT")]
+        # which schema each SIT runs: `--against`'s ref ran its own migrations
+        out["migrations"] = {
+            target.name: scalars(target.db, "SELECT version_num FROM alembic_version")[0]
+            for target in sits
+        }
+        out["profiles"] = {
+            scenario: {target.name: profile(target, scenario, folder, settings) for target in sits}
+            for scenario in SCENARIOS
+        }
     finally:
         for target in targets:
-            target.server.stop()
+            target.stop()
     return out
+
+
+def profile(target: Target, scenario: str, folder: Path, settings: Settings) -> dict[str, Any]:
+    """py-spy's samples of one of the target's workers during an extra wrk run, summarized."""
+    log(f"HTTP: profiling one {target.name} worker during a {scenario} run")
+    raw = folder / f"profile-{target.server.name}-{scenario.replace(' ', '-')}.txt"
+    idle = scenario in spy.WRITES
+    sampler = spy.record(target.server.workers()[0], settings.seconds, raw, idle)
+    run_once(target, scenario, settings.seconds + 1)
+    sampler.wait(timeout=60)
+    return spy.summarize(raw) | {"idle": idle} if raw.exists() else {}
 
 
 def lateness_phase(folder: Path, sink: servers.Sink, settings: Settings) -> dict[str, Any]:
@@ -328,6 +378,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=BENCH, help="where RESULTS.md goes")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--only", choices=PHASES, action="append", help="run only this phase")
+    parser.add_argument("--against", metavar="REF", help="SIT at this git ref, beside this one")
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
     load.ensure_wrk()
@@ -336,18 +387,28 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="sit-bench-"))
     log(f"working in {folder}")
     sink = servers.Sink(folder)
+    checkout = None
     try:
+        if args.against:
+            checkout = against.check_out(args.against, folder)
+        phases = PHASES | {"http": partial(http_phase, ref=checkout and (args.against, checkout))}
         for phase in args.only or PHASES:
-            data |= PHASES[phase](folder, sink, settings)
+            data |= phases[phase](folder, sink, settings)
     finally:
         sink.stop()
+        if checkout:
+            against.remove(checkout)
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
+    command = "python bench/run.py" + " --quick" * args.quick
+    command += f" --against {args.against}" * bool(args.against)
+    data["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     if args.only:
+        profiles = data.pop("profiles", {})
         print(json.dumps(partial_figures(data), indent=1, default=str))
+        print("\n".join(report.profile_sections(profiles)))
         if "scale" in data:  # its own section of RESULTS.md, the others kept
-            data["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-            data["command"] = "python bench/run.py --only scale" + " --quick" * args.quick
+            data["command"] = command + " --only scale"
             args.out.mkdir(parents=True, exist_ok=True)
             report.write_scale(data, args.out / "RESULTS.md")
             report.draw_scale(data["scale"], args.out / "scale.png")
@@ -355,8 +416,7 @@ def main() -> None:
     data["medians"] = medians(data["http"])
     data["goals"] = goals(data)
     data["duration_s"] = time.monotonic() - began
-    data["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    data["command"] = "make bench" if not args.quick else "python bench/run.py --quick"
+    data["command"] = "make bench" if command == "python bench/run.py" else command
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(data, indent=1, default=str))
     report.write(data, args.out / "RESULTS.md")

@@ -1,5 +1,6 @@
-"""The processes a benchmark run starts: gunicorn servers (SIT, the bare app, the DRF peer) and
-the SMTP sink; and what /proc says about them (CPU time, resident memory)."""
+"""The processes a benchmark run starts: gunicorn servers (SIT, the bare app, the DRF peer, the
+seed's stack), the seed's Celery worker and Redis, and the SMTP sink; and what /proc says about
+them (CPU time, resident memory)."""
 
 import os
 import signal
@@ -17,6 +18,10 @@ BENCH = ROOT / "bench"
 BIN = Path(sys.executable).parent
 TICKS = os.sysconf("SC_CLK_TCK")
 WORKERS = 4
+# How the machine notes of this project start its Redis, should it be down
+REDIS_SERVER = ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1",
+                "--port", "6379", "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
+                "--logfile", "/var/log/redis/ci.log"]  # fmt: skip
 
 
 def free_port() -> int:
@@ -104,24 +109,79 @@ def wait_ready(server: Server, path: str, headers: dict[str, str], timeout: floa
     raise RuntimeError(f"{server.name} did not answer {path} in {timeout} s")
 
 
-def gunicorn(
-    name: str, app: str, config: str, env: dict[str, str], folder: Path, workers: int = WORKERS
-) -> Server:
-    """`gunicorn -c <config> -w <workers> -b <free port> <app>` from the project folder."""
-    port = free_port()
+def start(name: str, command: list[str], env: dict[str, str], folder: Path, cwd: Path) -> Server:
+    """`command` in a session of its own, its output in `<folder>/<name>.log`."""
     log = folder / f"{name}.log"
-    args = [str(BIN / "gunicorn"), "-c", config, "-w", str(workers), "-b", f"127.0.0.1:{port}"]
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [*args, *app.split()],
-            cwd=ROOT,
+            command,
+            cwd=cwd,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    return Server(name, f"http://127.0.0.1:{port}", process, log, workers)
+    return Server(name, "", process, log)
+
+
+def gunicorn(
+    name: str,
+    app: str,
+    config: str,
+    env: dict[str, str],
+    folder: Path,
+    workers: int = WORKERS,
+    cwd: Path = ROOT,
+) -> Server:
+    """`gunicorn -c <config> -w <workers> -b <free port> <app>` from the project folder (or from
+    `cwd`, another checkout's)."""
+    port = free_port()
+    args = [str(BIN / "gunicorn"), "-c", config, "-w", str(workers), "-b", f"127.0.0.1:{port}"]
+    server = start(name, [*args, *app.split()], env, folder, cwd)
+    server.url, server.size = f"http://127.0.0.1:{port}", workers
+    return server
+
+
+def celery_worker(name: str, app: str, env: dict[str, str], folder: Path, cwd: Path) -> Server:
+    """`celery -A <app> worker -l INFO`, as Celery's Django guide starts one; returns once it
+    says it is ready.
+
+    :raise RuntimeError: it exited or did not get ready within a minute.
+    """
+    worker = start(name, [str(BIN / "celery"), "-A", app, "worker", "-l", "INFO"], env, folder, cwd)
+    deadline = time.monotonic() + 60
+    while " ready." not in worker.log.read_text():
+        if worker.process.poll() is not None or time.monotonic() > deadline:
+            worker.stop()
+            raise RuntimeError(f"{name} did not start:\n{worker.log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    return worker
+
+
+def ensure_redis(url: str) -> None:
+    """Start this machine's Redis, as its machine notes say, when nothing answers at `url`.
+
+    :raise RuntimeError: it still does not answer after 10 s.
+    """
+    if redis_answers(url):
+        return
+    print("Redis is down: starting redis-server", flush=True)
+    subprocess.run(REDIS_SERVER, check=True)
+    deadline = time.monotonic() + 10
+    while not redis_answers(url):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Redis does not answer at {url}")
+        time.sleep(0.1)
+
+
+def redis_answers(url: str) -> bool:
+    import redis  # the bench extra's, through Celery; only the seed's stack needs it
+
+    try:
+        return bool(redis.Redis.from_url(url).ping())
+    except redis.ConnectionError:
+        return False
 
 
 def sit_env(instance: Path, sink_port: int, **extra: str) -> dict[str, str]:
@@ -134,14 +194,15 @@ def sit_env(instance: Path, sink_port: int, **extra: str) -> dict[str, str]:
     )
 
 
-def flask(env: dict[str, str], *args: str, timeout: float = 600) -> str:
-    """`flask <args>` against the instance `env` names; its stdout.
+def flask(env: dict[str, str], *args: str, timeout: float = 600, cwd: Path = ROOT) -> str:
+    """`flask <args>` against the instance `env` names, from the project folder (or from `cwd`,
+    another checkout's); its stdout.
 
     :raise RuntimeError: it failed.
     """
     done = subprocess.run(
         [str(BIN / "flask"), *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,

@@ -1,5 +1,6 @@
 """Where a worker's time goes: py-spy samples of one gunicorn worker, summed by phase of the
-request and by the layer the sampled code belongs to."""
+request and by the layer the sampled code belongs to. A write's samples include the time its
+worker waits (`--idle`): for SQLite's write lock, above all."""
 
 import subprocess
 import sys
@@ -10,11 +11,16 @@ BIN = Path(sys.executable).parent
 IN_REQUEST = "SyncWorker.handle ("  # a sample of request handling
 IN_APP = "wsgi_app ("  # inside the Flask app (the rest is gunicorn)
 
-# By phase: the first of these, in this order, found anywhere on the stack owns the sample.
+WRITES = ("create", "patch")  # the scenarios sampled with --idle
+# By phase: the first of these, in this order, found anywhere on the stack owns the sample. A
+# write's phases are named by the libraries' own functions where they can be, so that they mean
+# the same in SIT before and after a change of its own functions (`--against`).
 PHASES = (
     ("auth: token check and caller lookup", ("caller_for_token (", "verify_token (")),
-    ("email's job: APScheduler add_job, pickled", ("schedule_email (",)),
-    ("write: flush and commit (issue, outbox row, job row)", ("save_issue (",)),
+    ("email's job: APScheduler's, pickled and written", ("add_job (", "schedule_email (")),
+    ("write lock: BEGIN IMMEDIATE, waiting included", ("begin_write (",)),
+    ("commit (and the flush it makes)", ("Session.commit (", "Connection.commit (")),
+    ("flush: the INSERT or UPDATE", ("Session.flush (",)),
     ("issue lookup: get_or_404", ("get_or_404 (",)),
     ("page: count and rows", ("paginate (",)),
 )
@@ -29,10 +35,11 @@ LAYERS = (
 )
 
 
-def record(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
-    """Start sampling `pid` (200 Hz) into `out` (py-spy's raw collapsed stacks)."""
+def record(pid: int, seconds: float, out: Path, idle: bool = False) -> subprocess.Popen[bytes]:
+    """Start sampling `pid` (200 Hz) into `out` (py-spy's raw collapsed stacks), with the samples
+    of a thread that waits if `idle`."""
     command = [str(BIN / "py-spy"), "record", "-p", str(pid), "-d", f"{seconds:g}", "-r", "200"]
-    command += ["-f", "raw", "-o", str(out)]
+    command += ["-f", "raw", "-o", str(out), *["--idle"] * idle]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

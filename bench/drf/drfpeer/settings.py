@@ -9,6 +9,7 @@ ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 USE_TZ = True
 TIME_ZONE = "UTC"
 ROOT_URLCONF = "drfpeer.urls"
+ISSUE_VIEWSET = "tracker.views.IssueViewSet"  # the seed's stack names its own (seedstack)
 WSGI_APPLICATION = "drfpeer.wsgi.application"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 PUBLIC_URL = os.environ.get("BENCH_PUBLIC_URL", "http://127.0.0.1:8000")

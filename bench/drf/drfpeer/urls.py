@@ -1,6 +1,7 @@
+from django.conf import settings
+from django.utils.module_loading import import_string
 from rest_framework.routers import SimpleRouter
-from tracker.views import IssueViewSet
 
 router = SimpleRouter()
-router.register("api", IssueViewSet, basename="issue")
+router.register("api", import_string(settings.ISSUE_VIEWSET), basename="issue")
 urlpatterns = router.urls
