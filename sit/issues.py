@@ -187,7 +187,7 @@ def create_issue(json_or_form_data: IssueIn) -> Any:
     issue.change(fields)
     db.session.add(issue)
     notifications.save_issue(issue, None, assignee, events.created())
-    names = [label.name for label in issue.labels]  # as set: no need to read them again
+    names = [label.name for label in fields["labels"]]  # as set: no need to read them again
     return respond(read_issue(issue.id, names), 201, {"Location": issue_url(issue.id)})
 
 
