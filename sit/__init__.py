@@ -22,6 +22,7 @@ from sit import (
     sqlite,
     unsubscribe,
     users,
+    watching,
 )
 from sit.extensions import db
 from sit.extensions import mail as flask_mail  # not to shadow the module sit.mail
@@ -81,6 +82,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrations: bool = 
     app.register_blueprint(auth.bp)
     app.register_blueprint(issues.bp)
     app.register_blueprint(users.bp)
+    app.register_blueprint(watching.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(unsubscribe.bp)
     cli.init_app(app)

@@ -11,6 +11,7 @@ API_RULES = [
     "/",
     "/api/",
     "/api/{pk}/",
+    "/api/{pk}/subscription",
     "/api/users/",
     "/api/users/{pk}/",
     "/api/users/me/",
