@@ -329,7 +329,7 @@ class Email(db.Model):
 
 # The comments a pending comment email tells (`sit.notifications.comment_posted`); a deleted
 # comment leaves every email it was in.
-email_comments = sa.Table(
+outbox_comments = sa.Table(
     "outbox_comments",
     db.metadata,
     sa.Column("email_id", sa.ForeignKey("outbox.id", ondelete="CASCADE"), primary_key=True),

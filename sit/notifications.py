@@ -5,7 +5,7 @@ which it still tells when it is sent (`email_comments`), and where the comments 
 while it was being sent go (`follow_up`)."""
 
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.utils import make_msgid
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,7 +16,7 @@ from flask import current_app
 from sit import clock, scheduler, watching
 from sit.extensions import db
 from sit.mail.messages import NAME, assignment_subject, comment_subject, digest_subject
-from sit.models import NOTIFY, Comment, Email, Issue, User, email_comments, get_or_404
+from sit.models import NOTIFY, Comment, Email, Issue, User, get_or_404, outbox_comments
 
 DIGEST_BATCH = 1000
 
@@ -141,6 +141,11 @@ def queue_digests() -> int:
     return queued
 
 
+def comment_due() -> datetime:
+    """When a comment email started now is due."""
+    return clock.utcnow() + timedelta(seconds=current_app.config["COMMENT_EMAIL_DELAY"])
+
+
 def pending_comment_emails(issue_id: int) -> sa.ColumnElement[bool]:
     return (Email.issue_id == issue_id) & (Email.kind == "comment") & (Email.state == "pending")
 
@@ -148,7 +153,7 @@ def pending_comment_emails(issue_id: int) -> sa.ColumnElement[bool]:
 def comment_posted(comment: Comment) -> None:
     """Queue or join the comment emails this comment causes, in its transaction (before its
     one commit): each watcher of its issue but its author gets it in their comment email about
-    the issue still pending, else in a new one due `COMMENT_EMAIL_DELAY` after the comment.
+    the issue still pending, else in a new one due `COMMENT_EMAIL_DELAY` from now.
 
     The issue's row is locked first, as the outbox locks it to settle a comment email: a
     comment and the settling of an email it could join take turns. So a comment joins an email
@@ -159,11 +164,10 @@ def comment_posted(comment: Comment) -> None:
     recipients = watching.watchers(issue) - {comment.author_id}
     if not recipients:
         return
-    db.session.flush()  # the comment's id and time
+    db.session.flush()  # the comment's id
     mine = pending_comment_emails(issue.id) & Email.recipient_id.in_(recipients)
     query = sa.select(Email.recipient_id, Email.id).where(mine).with_for_update()
-    emails = dict(db.session.execute(query).tuples().all())
-    delay = timedelta(seconds=current_app.config["COMMENT_EMAIL_DELAY"])
+    emails = dict(db.session.execute(query).all())
     addresses = sa.select(User.id, User.email).where(User.id.in_(recipients - emails.keys()))
     new = [
         Email(
@@ -173,7 +177,7 @@ def comment_posted(comment: Comment) -> None:
             issue_id=issue.id,
             subject=comment_subject(issue),
             message_id=new_message_id(),
-            due_at=comment.created_at + delay,
+            due_at=comment_due(),
         )
         for user_id, address in db.session.execute(addresses)
     ]
@@ -181,7 +185,7 @@ def comment_posted(comment: Comment) -> None:
     db.session.flush()
     told = [{"email_id": email_id, "comment_id": comment.id} for email_id in emails.values()]
     told += [{"email_id": email.id, "comment_id": comment.id} for email in new]
-    db.session.execute(sa.insert(email_comments), told)
+    db.session.execute(sa.insert(outbox_comments), told)
 
 
 Comments = dict[int, list[sa.Row[Any]]]
@@ -193,7 +197,7 @@ def email_comments(email_ids: list[int], connection: sa.Connection) -> Comments:
     query for a batch. An email with none left is cancelled (`sit.mail.messages.build`)."""
     if not email_ids:
         return {}
-    told = email_comments.c
+    told = outbox_comments.c
     fields = (told.email_id, Comment.id, Comment.body, Comment.created_at, *NAME)
     query = (
         sa.select(*fields)
@@ -217,19 +221,17 @@ def lock_issue(issue_id: int | None, connection: sa.Connection) -> None:
 
 def follow_up(email_id: int, told: list[int], connection: sa.Connection) -> None:
     """Hand the comments that joined a comment email after it was read (`told`: those it was
-    built with) to a new email, due `COMMENT_EMAIL_DELAY` after the first of them: in the
-    transaction that settles the email, under its issue's lock (`lock_issue`)."""
-    joined = email_comments.c
+    built with) to a new email, due `COMMENT_EMAIL_DELAY` from now (they were made while the
+    email was being sent): in the transaction that settles the email, under its issue's lock
+    (`lock_issue`)."""
+    joined = outbox_comments.c
     mine = (joined.email_id == email_id) & joined.comment_id.not_in(told)
-    first = sa.select(sa.func.min(Comment.created_at)).join(joined, joined.comment_id == Comment.id)
-    since = connection.scalar(first.where(mine))
-    if since is None:
+    if connection.scalar(sa.select(joined.comment_id).where(mine).limit(1)) is None:
         return
     copied = (Email.kind, Email.recipient_id, Email.to_address, Email.issue_id, Email.subject)
     email = connection.execute(sa.select(*copied).where(Email.id == email_id)).one()
-    delay = timedelta(seconds=current_app.config["COMMENT_EMAIL_DELAY"])
-    values = {"state": "pending", "message_id": new_message_id(), "due_at": since + delay}
+    values = {"state": "pending", "message_id": new_message_id(), "due_at": comment_due()}
     values |= {"created_at": clock.utcnow(), "attempts": 0}
     insert = sa.insert(Email).values(**email._mapping, **values).returning(Email.id)
     new_id = connection.execute(insert).scalar_one()
-    connection.execute(sa.update(email_comments).where(mine).values(email_id=new_id))
+    connection.execute(sa.update(outbox_comments).where(mine).values(email_id=new_id))

@@ -23,7 +23,7 @@ SUBSCRIPTION = "/api/<int:pk>/subscription"
 def choices(issue_id: int) -> dict[int, bool]:
     """Each user's explicit choice about the issue: whether they ignore it (else subscribed)."""
     query = sa.select(Subscription.user_id, Subscription.ignored).filter_by(issue_id=issue_id)
-    return dict(db.session.execute(query).tuples())
+    return dict(db.session.execute(query).all())
 
 
 def commenters(issue_id: int) -> set[int]:
