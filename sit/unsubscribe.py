@@ -2,8 +2,9 @@
 or, in a comment email, ignores that email's issue.
 
 The token is the capability: it names one user and one kind of email (and the issue, for a
-comment email), and whoever holds it may turn that kind off (ignore that issue), nothing else. So the `POST` needs no sign-in, no session and no CSRF token
-(a forged cross-site form would have to know the token). A `GET` only shows a page whose button
+comment email), and whoever holds it may turn that kind off (ignore that issue), nothing else.
+So the `POST` needs no sign-in, no session and no CSRF token (a forged cross-site form would
+have to know the token). A `GET` only shows a page whose button
 makes that `POST`: it changes nothing, as virus scanners and link previews follow links.
 """
 

@@ -6,6 +6,7 @@ Time moves through SIT's clock; comments are made as the comment API makes them
 from datetime import timedelta
 
 import pytest
+from helpers import comment_on as post
 from helpers import outbox
 from mailing import deliver_after
 
@@ -14,19 +15,10 @@ from sit.cli import create_user
 from sit.extensions import db
 from sit.mail import transport
 from sit.mail.outbox import deliver_due
-from sit.models import Comment, Issue, Subscription, User
+from sit.models import Issue, Subscription, User
 from sit.watching import choose
 
 DELAY = 60  # COMMENT_EMAIL_DELAY's default, seconds
-
-
-def post(issue_id, author, body):
-    """A comment, committed with the emails it causes."""
-    comment = Comment(issue_id=issue_id, author_id=author.id, body=body)
-    db.session.add(comment)
-    notifications.comment_posted(comment)
-    db.session.commit()
-    return comment
 
 
 def told(received):
@@ -190,7 +182,7 @@ def test_comment_emails_are_listed_by_flask_sit_outbox(runner, issue, alice, bob
     post(issue, alice, "said: hi")
     result = runner.invoke(args=["sit", "outbox", "--kind", "comment"])
     assert result.exit_code == 0, result.output
-    [header, row] = result.stdout.splitlines()
+    [_, row] = result.stdout.splitlines()
     assert row.split()[1:3] == ["comment", "pending"]
     assert "bob@example.com" in row and "Re: [SIT #" in row
 
@@ -198,9 +190,7 @@ def test_comment_emails_are_listed_by_flask_sit_outbox(runner, issue, alice, bob
 # threading and the unsubscribe link
 
 
-def test_emails_about_one_issue_are_one_conversation(
-    app, mail_to_sink, issue, alice, bob, clock
-):
+def test_emails_about_one_issue_are_one_conversation(app, mail_to_sink, issue, alice, bob, clock):
     post(issue, alice, "said: assigned and commented")
     clock.advance(DELAY)
     deliver_after(clock, app.config["ASSIGNMENT_EMAIL_DELAY"])

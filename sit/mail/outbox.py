@@ -10,9 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
-from sit import clock, metrics
+from sit import clock, metrics, notifications
 from sit.extensions import db
-from sit import notifications
 from sit.mail.messages import NAME, Draft, Facts, Message, digest_issues
 from sit.mail.transport import REFUSALS, Outgoing, describe, nothing
 from sit.models import Email, User
