@@ -18,16 +18,6 @@ ACCOUNT = PUBLIC | {"email", "is_admin", "active", "notify_assignments"}
 ACCOUNT |= {"notify_digest", "notify_comments"}
 
 
-@pytest.fixture
-def root(app):
-    return create_user("root", "root@example.com", PASSWORD, "Ro", "Ot", is_admin=True)
-
-
-@pytest.fixture
-def as_root(root):
-    return bearer(root)
-
-
 def reload(user):
     db.session.expire_all()
     return db.session.get(User, user.id)
