@@ -259,6 +259,7 @@ class Received:
     message: EmailMessage
     login: bytes | None  # who the client logged in as (AUTH), if it did
     tls: bool  # whether the connection was encrypted (STARTTLS or TLS from the start)
+    raw: bytes = b""  # the message as it came
 
     @property
     def subject(self) -> str:
@@ -288,7 +289,15 @@ class SmtpSink:
         message = message_from_bytes(envelope.original_content, policy=policy.default)
         tls = server.transport.get_extra_info("ssl_object") is not None
         login = session.auth_data.login if session.auth_data else None
-        received = Received(time.time(), session.peer, envelope.rcpt_tos, message, login, tls)
+        received = Received(
+            time.time(),
+            session.peer,
+            envelope.rcpt_tos,
+            message,
+            login,
+            tls,
+            envelope.original_content,
+        )
         self.received.append(received)
         return "250 OK"
 
