@@ -54,7 +54,8 @@ def reason(issue: Issue, user_id: int, ignored: bool | None) -> str | None:
         return "creator"
     if issue.assigned_to_id == user_id:
         return "assignee"
-    if user_id in commenters(issue.id):
+    commented = (Comment.issue_id == issue.id) & (Comment.author_id == user_id)
+    if db.session.scalar(sa.select(sa.exists().where(commented))):
         return "commented"
     return "manual" if ignored is False else None
 

@@ -19,7 +19,10 @@ def upgrade() -> None:
     op.create_table(
         "outbox_comments",
         sa.Column(
-            "email_id", sa.Integer(), sa.ForeignKey("outbox.id", ondelete="CASCADE"), primary_key=True
+            "email_id",
+            sa.Integer(),
+            sa.ForeignKey("outbox.id", ondelete="CASCADE"),
+            primary_key=True,
         ),
         sa.Column(
             "comment_id",
