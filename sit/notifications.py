@@ -160,7 +160,8 @@ def pending_comment_emails(issue_id: int) -> sa.ColumnElement[bool]:
 def comment_posted(comment: Comment) -> None:
     """Queue or join the comment emails this comment causes, in its transaction (before its
     one commit): each watcher of its issue but its author gets it in their comment email about
-    the issue still pending, else in a new one due `COMMENT_EMAIL_DELAY` from now.
+    the issue still pending, else in a new one due `COMMENT_EMAIL_DELAY` from now (if they
+    want comment emails now: the outbox checks again when it is due).
 
     The issue's row is locked first, as the outbox locks it to settle a comment email: a
     comment and the settling of an email it could join take turns. So a comment joins an email
@@ -175,7 +176,8 @@ def comment_posted(comment: Comment) -> None:
     mine = pending_comment_emails(issue.id) & Email.recipient_id.in_(recipients)
     query = sa.select(Email.recipient_id, Email.id).where(mine).with_for_update()
     emails = dict(db.session.execute(query).all())
-    addresses = sa.select(User.id, User.email).where(User.id.in_(recipients - emails.keys()))
+    unqueued = User.id.in_(recipients - emails.keys())
+    addresses = sa.select(User.id, User.email).where(unqueued, wants("comment"))
     new = [
         Email(
             kind="comment",

@@ -144,10 +144,12 @@ def test_it_goes_to_the_address_its_recipient_has_when_it_is_sent(
 
 
 def test_an_ignoring_watcher_gets_no_email_and_a_subscriber_does(
-    app, issue, alice, bob, carol, clock
+    app, issue, alice, bob, carol, dave, clock
 ):
     choose(issue, bob.id, ignored=True)  # the assignee, ignoring it
     choose(issue, carol.id, ignored=False)
+    choose(issue, dave.id, ignored=False)
+    dave.change({"notify_comments": False})  # none is queued for him either
     post(issue, alice, "said: anyone?")
     assert pending() == {(carol.id, issue)}
 

@@ -88,7 +88,7 @@ def settle(draft: Draft, msg: Message | None, connection: sa.Connection) -> None
         notifications.lock_issue(row.issue_id, connection)
     connection.execute(SETTLE, {"email_id": row.id, **outcome(msg)})
     if comment:
-        told = [said.id for said in draft.facts.comments.get(row.id, [])]
+        told = [comment.id for comment in draft.facts.comments.get(row.id, [])]
         notifications.follow_up(row.id, told, connection)
     connection.commit()
 
