@@ -3,11 +3,12 @@ comment that arrives while it is being sent; threading and the per-issue unsubsc
 Time moves through SIT's clock; comments are made as the comment API makes them
 (`comment_posted` in the comment's transaction)."""
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from helpers import comment_on as post
-from helpers import outbox
+from helpers import outbox, wait_until, waiting_on
 from mailing import deliver_after
 
 from sit import notifications
@@ -15,7 +16,7 @@ from sit.cli import create_user
 from sit.extensions import db
 from sit.mail import transport
 from sit.mail.outbox import deliver_due
-from sit.models import Issue, Subscription, User
+from sit.models import Comment, Issue, Subscription, User
 from sit.watching import choose
 
 DELAY = 60  # COMMENT_EMAIL_DELAY's default, seconds
@@ -178,6 +179,34 @@ def test_a_comment_made_while_its_email_is_being_sent_goes_in_a_follow_up(
     assert deliver_after(clock, DELAY) == 1
     assert told(mail_to_sink.received[1]) == ["said: two"]
     assert deliver_after(clock, DELAY) == 0
+
+
+def test_on_postgresql_a_comment_being_made_holds_the_settling_back_then_goes_in_a_follow_up(
+    postgres_db, app, mail_to_sink, issue, alice, bob, clock
+):
+    """The email is read with "one" and sent while "two" is being made (its transaction holds the
+    issue and the email, `FOR UPDATE`): the settling waits for it, then finds "two" and hands
+    it on. Were it not held back, it would mark the email sent before "two" joined it, and
+    "two" would be in no email."""
+    post(issue, alice, "said: one")
+    clock.advance(DELAY)
+    late = Comment(issue_id=issue, author_id=alice.id, body="said: two")
+    db.session.add(late)
+    notifications.comment_posted(late)
+    holder = db.session.connection()
+
+    def deliver_elsewhere():
+        with app.app_context():
+            return deliver_due()
+
+    with ThreadPoolExecutor(1) as pool:
+        sending = pool.submit(deliver_elsewhere)
+        wait_until(lambda: waiting_on(holder), 30, "the settling to wait for the comment")
+        db.session.commit()
+        assert sending.result(timeout=30) == 1
+    assert told(mail_to_sink.received[0]) == ["said: one"]
+    assert deliver_after(clock, DELAY) == 1
+    assert told(mail_to_sink.received[1]) == ["said: two"]
 
 
 def test_comment_emails_are_listed_by_flask_sit_outbox(runner, issue, alice, bob):
