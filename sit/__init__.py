@@ -25,6 +25,7 @@ from sit import (
     sqlite,
     unsubscribe,
     users,
+    watching,
 )
 from sit.extensions import db
 from sit.extensions import mail as flask_mail  # not to shadow the module sit.mail
@@ -87,6 +88,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrations: bool = 
     app.register_blueprint(events.bp)
     app.register_blueprint(labels.bp)
     app.register_blueprint(users.bp)
+    app.register_blueprint(watching.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(unsubscribe.bp)
     cli.init_app(app)

@@ -9,7 +9,7 @@ from apiflask import APIBlueprint, abort
 from flask import Response, request
 from pydantic import TypeAdapter
 
-from sit import clock, events
+from sit import clock, events, notifications
 from sit.extensions import db, token_auth
 from sit.issues import respond
 from sit.models import ISSUE_EXISTS, Comment, Issue, User, get_or_404
@@ -104,6 +104,7 @@ def create_comment(pk: int, json_or_form_data: CommentIn) -> Any:
     db.session.add(comment)
     db.session.flush()  # the comment's id, which its event names
     events.write(pk, events.commented(comment))
+    notifications.comment_posted(comment)
     db.session.commit()
     return respond(comment, 201, {"Location": comment_url(pk, comment.id)})
 
