@@ -10,7 +10,7 @@ from itsdangerous import URLSafeSerializer
 from sit import pagination, search
 from sit.demo import text
 from sit.extensions import db
-from sit.models import Issue
+from sit.models import Issue, Label, issue_labels
 from sit.pagination import count_up_to
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -141,23 +141,30 @@ def test_users_page_by_cursor_too(client, as_alice, alice, bob, carol):
 
 @pytest.fixture
 def printers(app, alice, monkeypatch):
-    """`make(n, m)`: n issues, the first m of them about a printer, the rest about a scanner,
-    with X-Total-Count capped at 10 and SQLite's sample scaled down to 8 windows of 10 ids
-    (and its filters found in the index, as when they leave many issues); PostgreSQL's
-    statistics are then brought up to date, as `seed-demo` and autovacuum do."""
+    """`make(n, m, l)`: n issues, the first m of them about a printer, the rest about a
+    scanner, the first l labelled `bug`; with X-Total-Count capped at 10 and SQLite's sample
+    scaled down to 8 windows of 10 ids (and its filters found in the index, as when they leave
+    many issues); PostgreSQL's statistics are then brought up to date, as `seed-demo` and
+    autovacuum do."""
     monkeypatch.setattr(pagination, "COUNT_CAP", 10)
     monkeypatch.setattr(search, "COUNT_CAP", 10)
     monkeypatch.setattr(search, "ROW_TESTS", 0)
     monkeypatch.setattr(search, "SAMPLES", 8)
     monkeypatch.setattr(search, "SAMPLE_WIDTH", 10)
 
-    def make(issues, matching):
+    def make(issues, matching, labelled=0):
         rows = [
             {"title": "Printer" if n < matching else "Scanner", "description": text(3, 8),
              "status": "O", "created_by_id": alice.id, "issue_id": f"{n:012x}", "version": 1}
             for n in range(issues)
         ]  # fmt: skip
-        db.session.execute(sa.insert(Issue.__table__), rows)
+        made = db.session.scalars(sa.insert(Issue.__table__).returning(Issue.id), rows).all()
+        bug = Label(name="bug", folded="bug")
+        db.session.add(bug)
+        db.session.flush()
+        if labelled:
+            carrying = [{"issue_id": pk, "label_id": bug.id} for pk in made[:labelled]]
+            db.session.execute(sa.insert(issue_labels), carrying)
         db.session.commit()
         if POSTGRES:
             with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
@@ -202,6 +209,22 @@ def test_an_estimate_of_few_matches_is_counted(client, as_alice, printers, query
     total = response.headers.get("X-Total-Count")
     assert total == (str(matching) if matching <= 10 else None)
     assert ("last" in link_map(response)) == (matching <= 10)
+
+
+@pytest.mark.parametrize(("labelled", "expected"), [(800, None), (8, "8")])
+def test_a_search_with_a_label_is_estimated_then_counted(
+    client, as_alice, printers, counts, monkeypatch, labelled, expected
+):
+    """The estimate takes the label's share in (SQLite: in the sample's windows, as if
+    independent, with PostgreSQL's margin); under the margin, the count is exact."""
+    printers(800, 400, labelled)
+    counted = []  # SQLite: the listing's count (the label's own is counted for its plan)
+    monkeypatch.setattr(search, "labelled_count", lambda *args: counted.append(args) or 8)
+    query = {"q": "printer", "label": "bug", "per_page": 2}
+    response = client.get("/api/", query_string=query, headers=as_alice)
+    assert response.headers.get("X-Total-Count") == expected
+    assert len(response.json) == 2
+    assert bool(11 in counts if POSTGRES else counted) == (expected is not None)
 
 
 @pytest.mark.parametrize(("planned", "expected"), [(5 * 10 - 1, "3"), (5 * 10, None)])
