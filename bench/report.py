@@ -206,7 +206,7 @@ def scale_section(data: dict[str, Any]) -> list[str]:
     sizes = figures["sizes"]
     lines = [
         SCALE_BEGIN,
-        "## At scale (issue 15)",
+        "## At scale (issues 15 and 21)",
         "",
         f"Written by `{data['command']}` on {data['date']}. Each listing of issue 15 on a "
         f"database that `flask sit seed-demo --users {figures['users']:,}` filled with each "
@@ -232,6 +232,10 @@ def scale_section(data: dict[str, Any]) -> list[str]:
             f"Beyond the issue's list, on {title}:",
             "",
             *scale_table(figures, kind, scale.verdicts(figures, kind, scale.MORE)),
+            "",
+            f"The conversation's listings (issue 21), on {title}:",
+            "",
+            *scale_table(figures, kind, scale.verdicts(figures, kind, scale.CONVERSATION)),
         ]
         seeds = ", ".join(f"{n:,}: {figures[kind][str(n)]['seed_s']:.0f} s" for n in sizes)
         lines += ["", f"`seed-demo` wall time on {title}: {seeds}.", ""]

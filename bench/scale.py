@@ -1,6 +1,7 @@
-"""The scale phase: each listing of issue 15 at 10,000, 100,000 and 1,000,000 issues (10,000
-users), on SQLite and on PostgreSQL, served by one gunicorn worker; the median of 9 sequential
-requests after one warm-up, as a new user would try it after `flask sit seed-demo`."""
+"""The scale phase: each listing of issues 15 and 21 at 10,000, 100,000 and 1,000,000 issues
+(10,000 users; labels on issues, ten comments and ten events on each of a thousand), on SQLite
+and on PostgreSQL, served by one gunicorn worker; the median of 9 sequential requests after one
+warm-up, as a new user would try it after `flask sit seed-demo`."""
 
 import json
 import os
@@ -38,6 +39,25 @@ MORE = {
     "?q=crash&assigned_to=5": "/api/?q=crash&assigned_to=5",
     "?q=a (one letter)": "/api/?q=a",
 }
+# Issue 21's: `?label=` with each sort, alone and with a search (seed-demo's labels: "bug" on a
+# third of the issues, "wontfix" on one in 36, none on a third), and an issue's comments and
+# history, a page of 5 of its 10 and the page its `next` link gives.
+CONVERSATION = {
+    "?label=bug": "/api/?label=bug",
+    "?label=bug&sort=updated": "/api/?label=bug&sort=updated",
+    "?label=bug&sort=id&direction=asc": "/api/?label=bug&sort=id&direction=asc",
+    "?label=wontfix (one in 36)": "/api/?label=wontfix",
+    "?label=none": "/api/?label=none",
+    "?label=bug&label=ui": "/api/?label=bug&label=ui",
+    "?label=bug&q=crash": "/api/?label=bug&q=crash",
+    "?label=bug&q=crash&sort=updated": "/api/?label=bug&q=crash&sort=updated",
+    "?label=wontfix&q=crash": "/api/?label=wontfix&q=crash",
+    "?label=none&q=crash": "/api/?label=none&q=crash",
+    "comments of an issue (5 of 10)": None,  # found at run time, as the next three
+    "comments, the next link": None,
+    "events of an issue (5 of 10)": None,
+    "events, the next link": None,
+}
 GOAL_RATIO, GOAL_MS = 2.0, 5.0  # at most twice the smallest size's time, or 5 ms more
 
 
@@ -66,12 +86,26 @@ def next_link(headers: dict[str, str]) -> str:
 
 def measure(base: str, token: str, issues: int) -> dict[str, float]:
     """Each query's median time in ms, against a server on `base`."""
-    paths = QUERIES | MORE
+    paths = QUERIES | MORE | CONVERSATION
     deep = max(int(0.9 * issues / 30), 1)
-    link = urlsplit(next_link(get(f"{base}/api/?page={deep}", token)[2]))  # under PUBLIC_URL
-    paths["the next link of the page at 90 % depth"] = f"{link.path}?{link.query}"
+    deep_page = get(f"{base}/api/?page={deep}", token)[2]
+    paths["the next link of the page at 90 % depth"] = local(next_link(deep_page))
     paths["GET /api/<id>/"] = f"/api/{issues // 2}/"
+    # The issue updated last is one with comments: seed-demo's come an hour after the issue.
+    (latest,) = json.loads(get(f"{base}/api/?sort=updated&per_page=1", token)[1])
+    if latest["comments"] != 10:
+        raise RuntimeError(f"the issue updated last has no seeded comments: {latest}")
+    for kind in ("comments", "events"):
+        first = f"/api/{latest['id']}/{kind}/?per_page=5"
+        paths[f"{kind} of an issue (5 of 10)"] = first
+        paths[f"{kind}, the next link"] = local(next_link(get(base + first, token)[2]))
     return {name: median_ms(base + path, token) for name, path in paths.items()}
+
+
+def local(url: str) -> str:
+    """The path and query of a link (under PUBLIC_URL), to ask the server on its own port."""
+    link = urlsplit(url)
+    return f"{link.path}?{link.query}"
 
 
 def database(kind: str, issues: int) -> tuple[dict[str, str], Any]:

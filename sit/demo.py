@@ -1,4 +1,7 @@
-"""Demo data in bulk: 10,000 users and 1,000,000 issues take a minute or two, not hours."""
+"""Demo data in bulk: 10,000 users and 1,000,000 issues take a minute or two, not hours.
+
+Issues carry labels, the n-th of LABELS on one issue in 3n (a third have none); a thousand
+issues, spread evenly, have ten comments each and their ten `commented` events."""
 
 import itertools
 import random
@@ -14,7 +17,7 @@ from werkzeug.security import generate_password_hash
 
 from sit.clock import utcnow
 from sit.extensions import db
-from sit.models import Issue, User
+from sit.models import Comment, Event, Issue, Label, User, issue_labels
 
 CHUNK = 5000  # rows per INSERT batch, and per step of the progress bar
 # The words of titles and descriptions, most frequent first, drawn by Zipf's law (the n-th as
@@ -46,6 +49,10 @@ quota limit throttle spam abuse captcha bot crawler sitemap rss atom markdown pr
 publish archive trash bin folder directory path symlink permissions chmod mount volume
 """.split()  # noqa: SIM905 (a list of 294 words reads best as text)
 ZIPF = list(itertools.accumulate(rank**-1.5 for rank in range(1, len(WORDS) + 1)))
+# The n-th label is on one issue in 3n: "bug" on a third, "wontfix" on one in 36.
+LABELS = "bug feature ui backend docs security performance mobile api database email wontfix"
+DISCUSSED = 1_000  # issues with comments and events, spread evenly over the ids
+COMMENTS = 10  # comments on each, and `commented` events
 DEMO_USERNAME = re.compile(r"demo([1-9][0-9]*)")
 
 Row = dict[str, Any]
@@ -138,14 +145,75 @@ def seed(users: int, issues: int, password: str, progress: Callable[[int], Any])
         progress(len(numbers))
     issue_ids = distinct_issue_ids(issues)
     start = utcnow() - timedelta(seconds=issues)  # the last issue is created now
+    label_ids = demo_labels()
+    ids: list[int] = []
     for numbers in chunks(issues):
         # A Core insert: the ORM's bulk insert splits a batch wherever assigned_to_id is None.
         rows = issue_rows(numbers, user_ids, issue_ids, start)
-        db.session.execute(sa.insert(Issue.__table__), rows)
+        batch = db.session.scalars(sa.insert(Issue.__table__).returning(Issue.id), rows).all()
+        if labelled := label_rows(batch, label_ids):
+            db.session.execute(sa.insert(issue_labels), labelled)
+        ids += batch
         progress(len(numbers))
+    if ids:
+        discuss(ids[len(ids) // DISCUSSED // 2 :: max(len(ids) // DISCUSSED, 1)], user_ids)
     db.session.commit()
     if db.session.get_bind().dialect.name == "postgresql":
         vacuum()
+
+
+def demo_labels() -> list[int]:
+    """The ids of LABELS, in order; those missing are created."""
+    names = LABELS.split()
+    existing = sa.select(Label.folded, Label.id).where(Label.folded.in_(names))
+    have = dict(db.session.execute(existing).all())
+    for name in names:
+        if name not in have:
+            label = Label()
+            label.rename(name)
+            db.session.add(label)
+            db.session.flush()
+            have[name] = label.id
+    return [have[name] for name in names]
+
+
+def label_rows(issue_ids: list[int], label_ids: list[int]) -> list[Row]:
+    """Each issue has the n-th label with probability 1/(3n)."""
+    return [
+        {"issue_id": issue_id, "label_id": label_id}
+        for issue_id in issue_ids
+        for n, label_id in enumerate(label_ids, 1)
+        if random.random() * 3 * n < 1
+    ]
+
+
+def discuss(issue_ids: list[int], user_ids: list[int]) -> None:
+    """COMMENTS comments on each issue, each with its `commented` event, a minute apart from an
+    hour after the issue's creation; the issue's `comments` count and `updated_at` follow."""
+    creation = sa.select(Issue.id, Issue.created_at).where(Issue.id.in_(issue_ids))
+    created = dict(db.session.execute(creation).all())
+    latest = []
+    for issue_id in issue_ids:
+        at = [created[issue_id] + timedelta(hours=1, minutes=m) for m in range(COMMENTS)]
+        authors = random.choices(user_ids, k=COMMENTS)
+        comments = [
+            {"issue_id": issue_id, "author_id": author, "body": text(5, 60),
+             "created_at": when, "updated_at": when, "version": 1}
+            for author, when in zip(authors, at, strict=True)
+        ]  # fmt: skip
+        table = Comment.__table__
+        ids = db.session.scalars(sa.insert(table).returning(table.c.id), comments).all()
+        events = [
+            {"issue_id": issue_id, "actor_id": author, "event": "commented",
+             "details": {"comment": comment_id}, "created_at": when}
+            for author, when, comment_id in zip(authors, at, ids, strict=True)
+        ]  # fmt: skip
+        db.session.execute(sa.insert(Event.__table__), events)
+        latest.append({"pk": issue_id, "updated": at[-1]})
+    issues = Issue.__table__
+    update = sa.update(issues).where(issues.c.id == sa.bindparam("pk"))
+    values = {"comment_count": COMMENTS, "updated_at": sa.bindparam("updated")}
+    db.session.execute(update.values(values), latest)
 
 
 def vacuum() -> None:

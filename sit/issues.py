@@ -117,11 +117,13 @@ def search(query: IssueQuery, me: Caller) -> tuple[sa.Select[Any], Callable[[], 
     """The listing's filters and search words, as one unexecuted query (paginate orders it),
     and, for a search, how to count its issues when quicker than counting the query."""
     where = filters(query, me)
-    listed = sa.select(*LISTED).where(*Issue.having(where), *labels.having(query.label))
+    labelled = labels.having(query.label)
+    listed = sa.select(*LISTED).where(*Issue.having(where), *labelled.where)
     if query.q is None:
-        return listed, None
-    found = text_search.find(db.session.connection(), query.q, where)
-    return listed.where(found.where), None if query.label else found.count
+        return listed, None if where else labelled.count
+    asked = labelled if query.label else None
+    found = text_search.find(db.session.connection(), query.q, where, asked)
+    return listed.where(found.where), found.count
 
 
 ISSUE_PAGE = TypeAdapter(list[IssueOut])

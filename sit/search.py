@@ -9,12 +9,16 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from sit.models import Issue
-from sit.pagination import COUNT_CAP, capped_count, count_up_to
+from sit.extensions import db
+from sit.models import Issue, issue_labels
+from sit.pagination import COUNT_CAP, FAR_MORE, capped_count, count_up_to
+
+if TYPE_CHECKING:
+    from sit.labels import Labelled
 
 WORD = re.compile(r"[^\W_]+")  # letters and digits: what both indexes call a word
 # The SQLite index (migration 0007); contentless: it holds no text, only the index.
@@ -25,6 +29,9 @@ FTS = sa.table("issues_fts", sa.column("rowid", sa.Integer), sa.column("issues_f
 FACET = "\ue000"
 FACETS = {"status": "status", "assigned_to_id": "assignee", "created_by_id": "creator"}
 ROW_TESTS = 1_000  # SQLite: a filter that leaves this few issues has each tested (5 ms at most)
+# SQLite: a search's matches are first sampled in this many windows of this many ids, spread
+# evenly over them all (`far_more`): 2 ms at a million issues, where 64 windows of 1,000 take 14.
+SAMPLES, SAMPLE_WIDTH = 16, 4_000
 SEARCH_VECTOR = sa.literal_column("issues.search_vector")  # PostgreSQL: no model maps it
 # PostgreSQL: each issue's words again, narrow, to count many matches (migration 0006).
 WORDS = sa.table("issues_words", sa.column("id", sa.Integer), sa.column("words"))
@@ -79,10 +86,16 @@ class Found:
     count: Callable[[], int | None] | None = None
 
 
-def find(connection: sa.Connection, text: str, filters: dict[str, Any]) -> Found:
+def find(
+    connection: sa.Connection,
+    text: str,
+    filters: dict[str, Any],
+    labels: "Labelled | None" = None,
+) -> Found:
     """Issues whose title or description has every word of `text`, each as a word or the start
     of one, case-insensitive. Text without a letter or digit matches no issue. `filters` are
     the listing's others, the value each column must have: SQLite's index knows them too.
+    `labels`: the listing's label filters, which the index does not know.
 
     Few matches, and the listing reads them all from the full-text index and sorts them; many,
     and it walks its sort's index testing each row, which fills a page after a few rows; on
@@ -91,31 +104,43 @@ def find(connection: sa.Connection, text: str, filters: dict[str, Any]) -> Found
     found = words(text)
     if not found:
         return Found(sa.false())
-    issues = connection.execute(sa.select(sa.func.max(Issue.id))).scalar() or 0
+    issues = last_id()
     if connection.dialect.name == "sqlite":
-        return find_in_fts5(found, filters, issues)
-    return find_in_tsvector(connection, found, filters, issues)
+        return find_in_fts5(found, filters, issues, labels)
+    return find_in_tsvector(connection, found, filters, labels is not None, issues)
 
 
-def find_in_fts5(found: list[str], filters: dict[str, Any], issues: int) -> Found:
+def last_id() -> int:
+    """The largest issue id: how many issues there are, give or take the deleted ones."""
+    return db.session.connection().execute(sa.select(sa.func.max(Issue.id))).scalar() or 0
+
+
+def find_in_fts5(
+    found: list[str], filters: dict[str, Any], issues: int, labels: "Labelled | None"
+) -> Found:
     """SQLite. A filter that leaves few issues has each of them tested (`has_words`, 5 µs a
     row). Else FTS5 counts the issues with the words and the filters' facets once, as far as
-    X-Total-Count needs (FTS5 has no statistics to estimate it), and `page_plan` chooses."""
+    X-Total-Count needs (FTS5 has no statistics to estimate it), and `page_plan` chooses; a
+    sample first tells when they are far more (`far_more`). The index knows no labels: with
+    them, the count walks the matches, looking each issue's labels up (`labelled_count`)."""
     tested = sa.func.sit_has_words(Issue.title, Issue.description, " ".join(found)) == 1
     filtered = sa.select(Issue.id).where(*Issue.having(filters))
     if filters and count_up_to(filtered, ROW_TESTS + 1) <= ROW_TESTS:
         return Found(tested)
     facets = [facet(column, value) for column, value in filters.items()]
+    if (labels is None or labels.ids is not None) and far_more(found, facets, issues, labels):
+        return Found(tested, lambda: None)
     matches = count_matches(found, facets, COUNT_CAP + 1)
     count = matches if matches <= COUNT_CAP else None
+    counted = (lambda: count) if labels is None else lambda: labelled_count(found, facets, labels)
     plan = page_plan(matches, issues) if count is not None else "tested"
     if plan == "tested":
-        return Found(tested, lambda: count)
+        return Found(tested, counted)
     ids = matching_ids(found, facets)
     # `id + 0` is no index's column: SQLite walks the sort's index, looking each row up in the
     # list of matches it makes first, instead of reading the matches and sorting them.
     listed = (Issue.id + 0 if plan == "probed" else Issue.id).in_(ids)
-    return Found(listed, lambda: count)
+    return Found(listed, counted)
 
 
 def count_matches(found: list[str], facets: list[str], cap: int) -> int:
@@ -127,6 +152,45 @@ def count_matches(found: list[str], facets: list[str], cap: int) -> int:
     return exact if exact >= cap else count_up_to(matching_ids(found, facets), cap)
 
 
+def labelled_count(found: list[str], facets: list[str], labels: "Labelled") -> int | None:
+    """SQLite: how many issues have the words (or their starts), the facets and the labels,
+    as `capped_count` says: the index's matches, each issue's labels looked up (2 µs each).
+    It reads every match when fewer than COUNT_CAP have the labels: an index of the labels
+    too (FTS5's facets) would walk the lists together, as for the filters."""
+    issue = sa.exists().where(Issue.id == FTS.c.rowid, *labels.where)
+    return capped_count(matching_ids(found, facets).where(issue))
+
+
+def far_more(found: list[str], facets: list[str], issues: int, labels: "Labelled | None") -> bool:
+    """SQLite: whether a sample says that more than COUNT_CAP issues have the words, the facets
+    and the `labels`, with a margin. FTS5 keeps no statistics to estimate it, and counting
+    10,001 of a rare combination of common lists reads many more of their issues (500,000 for
+    `crash login` closed). The sample counts the matches of the words themselves (a subset of
+    their starts': FTS5 reads them lazily) in SAMPLES windows of SAMPLE_WIDTH ids spread
+    evenly over the `issues` ids. Matches spread over the ids independently of the windows
+    are a Poisson count: 5 deviations under it, fewer than COUNT_CAP pass for more once in 3
+    million; matches bunched in runs of ids (a bulk import) widen that. Each label's share of
+    the windows' ids multiplies that, as if independent, with PostgreSQL's margin (FAR_MORE).
+    Only where the windows hold at most half the ids: below, counting costs as little."""
+    sampled = SAMPLES * SAMPLE_WIDTH
+    if issues < 2 * sampled:
+        return False
+    step = issues // SAMPLES
+    starts = range(step // 2, step * SAMPLES, step)
+
+    def in_windows(ids: sa.Select[tuple[int]], column: sa.ColumnElement[int]) -> int:
+        windows = [ids.where(column.between(start, start + SAMPLE_WIDTH - 1)) for start in starts]
+        count = sa.select(sa.func.count()).select_from(sa.union_all(*windows).subquery())
+        return db.session.connection().execute(count).scalar_one()
+
+    matches = in_windows(matching_ids(found, facets, starts=False), FTS.c.rowid)
+    estimate = (matches - 5 * matches**0.5) * issues / sampled
+    for label in labels.ids if labels is not None and labels.ids else ():
+        carrying = sa.select(issue_labels.c.issue_id).where(issue_labels.c.label_id == label)
+        estimate *= in_windows(carrying, issue_labels.c.issue_id) / sampled
+    return estimate > (1 if labels is None else FAR_MORE) * COUNT_CAP
+
+
 # PostgreSQL's estimate of how many issues a tsquery matches, from its statistics.
 ESTIMATE = sa.text(
     "EXPLAIN (FORMAT JSON) SELECT 1 FROM issues WHERE search_vector @@ to_tsquery('simple', :q)"
@@ -134,12 +198,17 @@ ESTIMATE = sa.text(
 
 
 def find_in_tsvector(
-    connection: sa.Connection, found: list[str], filters: dict[str, Any], issues: int
+    connection: sa.Connection,
+    found: list[str],
+    filters: dict[str, Any],
+    labelled: bool,
+    issues: int,
 ) -> Found:
     """PostgreSQL. The planner estimates the matches well but, given a LIMIT, walks the sort's
     index even for a word it expects in a thousand of a million issues (0 in fact: 450 ms): SIT
     takes the estimate and fences few matches in a materialized CTE. Many matches of a search
-    alone are counted in `issues_words`, a third of the pages of `issues` (migration 0006)."""
+    alone are counted in `issues_words`, a third of the pages of `issues` (migration 0006);
+    others, by the listing, which the planner's estimate may spare (`capped_count`)."""
     text = tsquery(found)
     query = sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), text)
     has = SEARCH_VECTOR.op("@@")(query)
@@ -147,7 +216,7 @@ def find_in_tsvector(
     if few_matches(plan[0]["Plan"]["Plan Rows"], issues):
         matched = sa.select(Issue.id).where(has).cte("matched").prefix_with("MATERIALIZED")
         return Found(Issue.id.in_(sa.select(matched.c.id)))
-    if filters:
+    if filters or labelled:
         return Found(has)
     many = sa.select(WORDS.c.id).where(WORDS.c.words.op("@@")(query))
     return Found(has, lambda: capped_count(many))

@@ -4,12 +4,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from helpers import ids, link_map
+from helpers import POSTGRES, ids, link_map
 from itsdangerous import URLSafeSerializer
 
-from sit import pagination
+from sit import pagination, search
+from sit.demo import text
 from sit.extensions import db
-from sit.models import Issue
+from sit.models import Issue, Label, issue_labels
+from sit.pagination import count_up_to
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -117,6 +119,7 @@ def test_a_cursor_with_a_page_is_400(client, as_alice, tied):
 
 def test_total_is_exact_up_to_the_cap_then_left_out_with_last(client, as_alice, tied, monkeypatch):
     monkeypatch.setattr(pagination, "COUNT_CAP", 10)
+    monkeypatch.setattr(pagination, "FAR_MORE", 100)  # PostgreSQL guesses for tables not analyzed
     response = client.get("/api/?per_page=3", headers=as_alice)
     assert "X-Total-Count" not in response.headers
     assert set(link_map(response)) == {"first", "next"}
@@ -134,3 +137,104 @@ def test_total_is_exact_up_to_the_cap_then_left_out_with_last(client, as_alice, 
 def test_users_page_by_cursor_too(client, as_alice, alice, bob, carol):
     pages = walk(client, as_alice, "/api/users/?per_page=2", "next")
     assert flat(pages) == sorted([alice.id, bob.id, carol.id])
+
+
+@pytest.fixture
+def printers(app, alice, monkeypatch):
+    """`make(n, m, l)`: n issues, the first m of them about a printer, the rest about a
+    scanner, the first l labelled `bug`; with X-Total-Count capped at 10 and SQLite's sample
+    scaled down to 8 windows of 10 ids (and its filters found in the index, as when they leave
+    many issues); PostgreSQL's statistics are then brought up to date, as `seed-demo` and
+    autovacuum do."""
+    monkeypatch.setattr(pagination, "COUNT_CAP", 10)
+    monkeypatch.setattr(search, "COUNT_CAP", 10)
+    monkeypatch.setattr(search, "ROW_TESTS", 0)
+    monkeypatch.setattr(search, "SAMPLES", 8)
+    monkeypatch.setattr(search, "SAMPLE_WIDTH", 10)
+
+    def make(issues, matching, labelled=0):
+        rows = [
+            {"title": "Printer" if n < matching else "Scanner", "description": text(3, 8),
+             "status": "O", "created_by_id": alice.id, "issue_id": f"{n:012x}", "version": 1}
+            for n in range(issues)
+        ]  # fmt: skip
+        made = db.session.scalars(sa.insert(Issue.__table__).returning(Issue.id), rows).all()
+        bug = Label(name="bug", folded="bug")
+        db.session.add(bug)
+        db.session.flush()
+        if labelled:
+            carrying = [{"issue_id": pk, "label_id": bug.id} for pk in made[:labelled]]
+            db.session.execute(sa.insert(issue_labels), carrying)
+        db.session.commit()
+        if POSTGRES:
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                c.exec_driver_sql("ANALYZE")
+
+    return make
+
+
+@pytest.fixture
+def counts(monkeypatch):
+    """How far each count went: the caps of the counts the listing ran."""
+    caps = []
+
+    def spy(select, cap):
+        caps.append(cap)
+        return count_up_to(select, cap)
+
+    monkeypatch.setattr(pagination, "count_up_to", spy)
+    monkeypatch.setattr(search, "count_up_to", spy)
+    return caps
+
+
+@pytest.mark.parametrize("query", [{"q": "printer"}, {"q": "printer", "status": "O"}])
+def test_far_more_matches_than_the_cap_are_not_counted(client, as_alice, printers, counts, query):
+    """PostgreSQL's planner, or SQLite's sample of the index, says "far more than 10,000": no
+    count, no X-Total-Count, no `last`; the page is the search's, exact."""
+    printers(400, 200)
+    response = client.get("/api/", query_string={"per_page": 5, **query}, headers=as_alice)
+    assert "X-Total-Count" not in response.headers
+    assert set(link_map(response)) == {"first", "next"}
+    assert [issue["title"] for issue in response.json] == ["Printer"] * 5
+    assert 11 not in counts  # nothing counted to the cap + 1
+
+
+@pytest.mark.parametrize("query", [{"q": "printer"}, {"q": "printer", "status": "O"}])
+@pytest.mark.parametrize("matching", [3, 10, 40])
+def test_an_estimate_of_few_matches_is_counted(client, as_alice, printers, query, matching):
+    """Where the estimate is under the margin (FAR_MORE times the cap; SQLite: 5 deviations
+    under its sample), the count is exact up to the cap, and above it left out by counting."""
+    printers(400, matching)
+    response = client.get("/api/", query_string={"per_page": 2, **query}, headers=as_alice)
+    total = response.headers.get("X-Total-Count")
+    assert total == (str(matching) if matching <= 10 else None)
+    assert ("last" in link_map(response)) == (matching <= 10)
+
+
+@pytest.mark.parametrize(("labelled", "expected"), [(800, None), (8, "8")])
+def test_a_search_with_a_label_is_estimated_then_counted(
+    client, as_alice, printers, counts, monkeypatch, labelled, expected
+):
+    """The estimate takes the label's share in (SQLite: in the sample's windows, as if
+    independent, with PostgreSQL's margin); under the margin, the count is exact."""
+    printers(800, 400, labelled)
+    counted = []  # SQLite: the listing's count (the label's own is counted for its plan)
+    monkeypatch.setattr(search, "labelled_count", lambda *args: counted.append(args) or 8)
+    query = {"q": "printer", "label": "bug", "per_page": 2}
+    response = client.get("/api/", query_string=query, headers=as_alice)
+    assert response.headers.get("X-Total-Count") == expected
+    assert len(response.json) == 2
+    assert bool(11 in counts if POSTGRES else counted) == (expected is not None)
+
+
+@pytest.mark.parametrize(("planned", "expected"), [(5 * 10 - 1, "3"), (5 * 10, None)])
+def test_the_planners_estimate_stands_in_only_at_the_margin(
+    client, as_alice, new_issue, monkeypatch, planned, expected
+):
+    """Any listing: an estimate just under FAR_MORE times the cap is counted, exactly."""
+    monkeypatch.setattr(pagination, "COUNT_CAP", 10)
+    monkeypatch.setattr(pagination, "planned_rows", lambda select: planned)
+    for _ in range(3):
+        new_issue()
+    response = client.get("/api/?per_page=1&status=O", headers=as_alice)
+    assert response.headers.get("X-Total-Count") == expected
