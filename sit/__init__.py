@@ -26,6 +26,7 @@ from sit import (
 from sit.extensions import db
 from sit.extensions import mail as flask_mail  # not to shadow the module sit.mail
 from sit.schemas import Request, check_body_type
+from sit.webhooks import views as webhooks
 
 PROJECT_INSTANCE = Path(__file__).resolve().parent.parent / "instance"
 
@@ -83,5 +84,6 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrations: bool = 
     app.register_blueprint(users.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(unsubscribe.bp)
+    app.register_blueprint(webhooks.bp)
     cli.init_app(app)
     return app

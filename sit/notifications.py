@@ -13,6 +13,7 @@ from sit import clock, scheduler
 from sit.extensions import db
 from sit.mail.messages import assignment_subject, digest_subject
 from sit.models import NOTIFY, Email, Issue, User
+from sit.webhooks.messages import issue_news
 
 DIGEST_BATCH = 1000
 
@@ -60,12 +61,14 @@ def assignment_email(issue: Issue, assignee: User) -> Email:
 
 
 def save_issue(issue: Issue, previous_assignee_id: int | None, assignee: User | None) -> None:
-    """Commit a new or changed issue with the email it causes, then schedule that email.
+    """Commit a new or changed issue with the email and webhook messages it causes, then
+    schedule that email.
 
     A new assignee (`assignee`, the user the change names, already loaded) gets an email
     `ASSIGNMENT_EMAIL_DELAY` from now, and any email still pending for the previous one is
     cancelled. Keeping the assignee schedules nothing.
     """
+    news = issue_news(issue)  # before anything flushes the change
     email, cancelled = None, []
     if issue.assigned_to_id != previous_assignee_id:
         cancelled = supersede_assignment_email(issue)
@@ -73,6 +76,7 @@ def save_issue(issue: Issue, previous_assignee_id: int | None, assignee: User | 
     if assignee is not None and assignee.id != previous_assignee_id:
         email = assignment_email(issue, assignee)
         db.session.add(email)
+    news.queue()
     db.session.commit()
     scheduler.get().unschedule_emails(cancelled)
     if email is not None:
@@ -80,8 +84,9 @@ def save_issue(issue: Issue, previous_assignee_id: int | None, assignee: User | 
 
 
 def delete_issue(issue: Issue) -> None:
-    """Delete an issue; its pending assignment email is never sent."""
+    """Delete an issue, telling webhooks; its pending assignment email is never sent."""
     cancelled = supersede_assignment_email(issue)
+    issue_news(issue, deleted=True).queue()
     db.session.delete(issue)
     db.session.commit()
     scheduler.get().unschedule_emails(cancelled)

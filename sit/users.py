@@ -45,10 +45,12 @@ def shown(user: User) -> UserOut:
     return (MeOut if me.is_admin or me.id == user.id else UserOut).model_validate(user)
 
 
-def require_admin() -> None:
-    """:raise 403: the caller is not an admin."""
+def require_admin(
+    detail: str = "Only admins create and change other users; change yourself at /api/users/me/.",
+) -> None:
+    """:raise 403: the caller is not an admin (saying `detail`)."""
     if not token_auth.current_user.is_admin:
-        abort(403, "Only admins create and change other users; change yourself at /api/users/me/.")
+        abort(403, detail)
 
 
 def get_changeable_user(pk: int, fields: dict[str, Any]) -> User:
