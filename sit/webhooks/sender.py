@@ -101,7 +101,8 @@ def attempt(url: str, secret: str, msg_id: str, text: str) -> Attempt:
         sent = guard.post(target, result.headers, text.encode(), config["WEBHOOK_TIMEOUT"])
         result.status, result.response, location = sent
         if not result.delivered:
-            moved = f" (a redirect to {location}; redirects are not followed)" if location else ""
+            redirect = result.status // 100 == 3
+            moved = f" (a redirect to {location}; redirects are not followed)" if redirect else ""
             result.error = f"the receiver answered {result.status}{moved}"
     except guard.Refused as error:
         result.error = f"refused: {error}"
