@@ -14,7 +14,7 @@ from helpers import PASSWORD, Receiver, app_context, bearer, wait_until
 from sit.cli import create_user
 from sit.extensions import db
 from sit.models import Webhook, WebhookDelivery, WebhookMessage
-from sit.webhooks import guard, sender
+from sit.webhooks import sender
 
 LOOPBACK = {"SIT_WEBHOOK_ALLOWED_HOSTS": "loopback", "SIT_WEBHOOK_RETRY_SCHEDULE": "5s,1m"}
 
