@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    ValidationInfo,
     computed_field,
     field_validator,
     model_validator,
@@ -28,7 +29,9 @@ from sit import errors
 from sit.models import MAX_ID
 
 STATUS_ALIASES = {"o": "O", "open": "O", "c": "C", "closed": "C"}
-READ_ONLY_FIELDS = frozenset({"id", "issue_id", "created_by", "created_at", "updated_at", "url"})
+READ_ONLY_FIELDS = frozenset(
+    {"id", "issue_id", "created_by", "created_at", "updated_at", "url", "comments"}
+)
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
@@ -128,6 +131,41 @@ def utc_text(at: datetime) -> str:
 Timestamp = Annotated[datetime, PlainSerializer(utc_text, return_type=str)]
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("may not be blank")
+    return value
+
+
+def _repeated(value: Any, info: ValidationInfo) -> Any:
+    """A list, given in a query string or a form as a repeated parameter (`label=a&label=b`),
+    of which APIFlask passes on the first only; an empty one (`labels=`) is an empty list."""
+    if not (isinstance(value, str) and has_request_context()):
+        return value
+    for given in (request.args, request.form):
+        if given.get(info.field_name) == value:
+            return [item for item in given.getlist(info.field_name) if item]
+    return value
+
+
+def _names(value: Any) -> Any:
+    """Labels (or their names), as their names in alphabetical order."""
+    return sorted((getattr(label, "name", label) for label in value), key=str.casefold)
+
+
+CommentBody = Annotated[
+    str, StringConstraints(min_length=1, max_length=65_536), AfterValidator(_not_blank), *NUL_FREE
+]
+LabelName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50), *NUL_FREE
+]
+LabelNames = Annotated[list[LabelName], BeforeValidator(_repeated)]
+Color = Annotated[
+    str, *matching(r"^#[0-9a-fA-F]{6}$", "a color as #rrggbb"), AfterValidator(str.lower)
+]
+Description = Annotated[str, StringConstraints(max_length=255), *NUL_FREE]
+
+
 def issue_url(pk: int) -> str:
     """An issue's address under `PUBLIC_URL`, never under the request's Host header."""
     return f"{current_app.config['PUBLIC_URL']}/api/{pk}/"
@@ -136,6 +174,16 @@ def issue_url(pk: int) -> str:
 def user_url(pk: int) -> str:
     """A user's address under `PUBLIC_URL`, as `issue_url`."""
     return f"{current_app.config['PUBLIC_URL']}/api/users/{pk}/"
+
+
+def comment_url(issue: int, pk: int) -> str:
+    """A comment's address under `PUBLIC_URL`, as `issue_url`."""
+    return f"{current_app.config['PUBLIC_URL']}/api/{issue}/comments/{pk}/"
+
+
+def label_url(pk: int) -> str:
+    """A label's address under `PUBLIC_URL`, as `issue_url`."""
+    return f"{current_app.config['PUBLIC_URL']}/api/labels/{pk}/"
 
 
 class WritableIssue(BaseModel):
@@ -158,6 +206,7 @@ class IssueIn(WritableIssue):
     description: Text = ""
     assigned_to: UserRef = Field(default=None, description="A user's id, or null")
     status: Status = Field(default="O", description="O (open) or C (closed); open/closed too")
+    labels: LabelNames = Field(default=[], description="Names of labels, ignoring case: the set")
 
 
 def refuse_null(value: Any) -> Any:
@@ -181,8 +230,13 @@ class IssuePatch(WritableIssue):
     description: Text | SkipJsonSchema[None] = None
     assigned_to: UserRef = Field(default=None, description="A user's id, or null")
     status: Status | SkipJsonSchema[None] = Field(default=None, description="O, C, open or closed")
+    labels: LabelNames | SkipJsonSchema[None] = Field(
+        default=None, description="Names of labels, ignoring case: the new set"
+    )
 
-    _not_null = field_validator("title", "description", "status", mode="before")(refuse_null)
+    _not_null = field_validator("title", "description", "status", "labels", mode="before")(
+        refuse_null
+    )
 
 
 class Output(BaseModel):
@@ -201,6 +255,10 @@ class IssueOut(Output):
         validation_alias=AliasChoices("created_by", AliasPath("creator", "username"))
     )
     status: Literal["O", "C"]
+    labels: Annotated[list[str], BeforeValidator(_names)] = Field(
+        description="Its labels' names, alphabetically"
+    )
+    comments: int = Field(validation_alias="comment_count", description="How many comments")
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -222,6 +280,9 @@ class PageQuery(BaseModel):
 
 class IssueQuery(PageQuery):
     status: Status | None = None
+    label: LabelNames = Field(
+        default=[], description="Issues with this label (repeat: with all of them), or `none`"
+    )
     assigned_to: Literal["me", "none"] | DbId | None = Field(
         default=None, description="A user's id, `me` or `none`"
     )
@@ -236,6 +297,85 @@ class UserOut(Output):
     username: str
     first_name: str
     last_name: str
+
+
+class CommentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    body: CommentBody = Field(description="1 to 65,536 characters, not all blank")
+
+
+class CommentOut(Output):
+    id: int
+    issue: int = Field(validation_alias="issue_id", description="The issue's id")
+    author: UserOut
+    body: str
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def url(self) -> str:
+        return comment_url(self.issue, self.id)
+
+
+EVENTS = (
+    *("created", "renamed", "edited", "assigned", "closed", "reopened"),
+    *("labeled", "unlabeled", "commented", "comment_deleted"),
+)
+
+
+class EventOut(Output):
+    """One thing that happened to an issue; each kind has its own fields, and only those."""
+
+    id: int
+    event: Literal[EVENTS]  # type: ignore[valid-type]
+    actor: UserOut
+    created_at: Timestamp
+    from_: str | UserOut | None = Field(
+        default=None,
+        alias="from",
+        description="renamed: the old title; assigned: the previous assignee, or null",
+    )
+    to: str | UserOut | None = Field(
+        default=None, description="renamed: the new title; assigned: the new assignee, or null"
+    )
+    label: str | None = Field(default=None, description="labeled, unlabeled: the label's name")
+    comment: int | None = Field(
+        default=None, description="commented, comment_deleted: the comment's id"
+    )
+
+
+class LabelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: LabelName = Field(description="Unique ignoring case; not `none`")
+    color: Color = "#ededed"
+    description: Description = ""
+
+
+class LabelPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_defaults)
+
+    name: LabelName | SkipJsonSchema[None] = Field(
+        default=None, description="Unique ignoring case; not `none`"
+    )
+    color: Color | SkipJsonSchema[None] = None
+    description: Description | SkipJsonSchema[None] = None
+
+    _not_null = field_validator("*", mode="before")(refuse_null)
+
+
+class LabelOut(Output):
+    id: int
+    name: str
+    color: str
+    description: str
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def url(self) -> str:
+        return label_url(self.id)
 
 
 class MeOut(UserOut):
@@ -372,6 +512,14 @@ class CreatedHeaders(IssueHeaders):
     location: str = Field(alias="Location", description="The new issue's URL")
 
 
+class CommentHeaders(BaseModel):
+    etag: str = Field(alias="ETag", description="Changes whenever the comment changes")
+
+
+class CommentCreatedHeaders(CommentHeaders):
+    location: str = Field(alias="Location", description="The new comment's URL")
+
+
 class UserCreatedHeaders(BaseModel):
     location: str = Field(alias="Location", description="The new user's URL")
 
@@ -408,7 +556,7 @@ class WebhookIn(BaseModel):
     url: WebhookUrl
     events: Events = Field(default=["*"], description='Message types, or ["*"] for all')
     active: Flag = True
-    description: Annotated[str, StringConstraints(max_length=255), *NUL_FREE] = ""
+    description: Description = ""
     secret: WebhookSecret | None = Field(
         default=None, description="Write-only; made up (and answered this once) when left out"
     )
@@ -420,9 +568,7 @@ class WebhookPatch(BaseModel):
     url: WebhookUrl | SkipJsonSchema[None] = None
     events: Events | SkipJsonSchema[None] = None
     active: Flag | SkipJsonSchema[None] = None
-    description: (
-        Annotated[str, StringConstraints(max_length=255), *NUL_FREE] | SkipJsonSchema[None]
-    ) = None
+    description: Description | SkipJsonSchema[None] = None
     secret: WebhookSecret | SkipJsonSchema[None] = Field(default=None, description="Write-only")
 
     _not_null = field_validator("*", mode="before")(refuse_null)
@@ -477,3 +623,7 @@ class QueuedOut(Output):
     message_id: str = Field(validation_alias="msg_id", description="Its webhook-id")
     type: str
     state: str
+
+
+class LabelCreatedHeaders(BaseModel):
+    location: str = Field(alias="Location", description="The new label's URL")

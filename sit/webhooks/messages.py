@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,8 +14,8 @@ import sqlalchemy as sa
 
 from sit import clock
 from sit.extensions import db
-from sit.models import Issue, User, Webhook, WebhookMessage
-from sit.schemas import IssueOut, UserOut, utc_text
+from sit.models import Comment, Issue, User, Webhook, WebhookMessage
+from sit.schemas import CommentOut, IssueOut, UserOut, utc_text
 
 TYPES = (
     "issue.created",
@@ -78,12 +79,13 @@ def store(webhook_ids: list[int], kind: str, text: str) -> list[dict[str, Any]]:
     return rows
 
 
-def queue(kind: str, data: dict[str, Any]) -> None:
+def queue(kind: str, data: Callable[[], dict[str, Any]]) -> None:
     """Store a message of this type for each active webhook that wants it, in the session's
-    transaction (the caller commits)."""
+    transaction (the caller commits). `data` is called only when one does: a change that no
+    webhook wants costs one query of a small table."""
     wanting = [pk for pk, events in db.session.execute(ACTIVE) if "*" in events or kind in events]
     if wanting:
-        store(wanting, kind, body(kind, data))
+        store(wanting, kind, body(kind, data()))
 
 
 def user_data(user: User) -> dict[str, Any]:
@@ -103,11 +105,14 @@ class IssueNews:
         """Store the messages (after the flush that gives the issue its id and times)."""
         if self.kind == "issue.updated" and not self.changes:
             return  # a write that changes nothing tells nothing
+        queue(self.kind, self.data)
+
+    def data(self) -> dict[str, Any]:
         data = IssueOut.model_validate(self.issue).model_dump(mode="json")
         data["actor"] = user_data(self.issue.creator)  # only the creator changes an issue
         if self.kind == "issue.updated":
             data["changes"] = self.changes
-        queue(self.kind, data)
+        return data
 
 
 def issue_news(issue: Issue, deleted: bool = False) -> IssueNews:
@@ -123,4 +128,21 @@ def issue_news(issue: Issue, deleted: bool = False) -> IssueNews:
         previous = state.attrs[attribute].history.deleted
         if previous:
             changes[name] = {"from": previous[0]}
+    labels = state.attrs.labels.history
+    if labels.added or labels.deleted:
+        previous = [label.name for label in (*labels.unchanged, *labels.deleted)]
+        changes["labels"] = {"from": sorted(previous, key=str.casefold)}
     return IssueNews(issue, "issue.updated", changes)
+
+
+def queue_comment(kind: str, comment: Comment, actor_id: int) -> None:
+    """Store the message of a comment created, updated or deleted by the user `actor_id` (an
+    edit that changes nothing tells nothing)."""
+    if kind == "comment.updated" and not sa.inspect(comment).attrs.body.history.deleted:
+        return
+
+    def data() -> dict[str, Any]:
+        shown = CommentOut.model_validate(comment).model_dump(mode="json")
+        return shown | {"actor": user_data(db.session.get_one(User, actor_id))}
+
+    queue(kind, data)
