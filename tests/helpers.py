@@ -434,13 +434,16 @@ class Hook:
 
 class Receiver:
     """A webhook receiver on loopback (http.server, a thread per request) that keeps every
-    request. It answers `answers` in turn (then 200), after sleeping `delay` seconds; while
-    `held` is clear it waits for it first (up to 30 s)."""
+    request. It answers `answers` in turn, else 500 to the first `fail_first` requests of each
+    webhook-id, else 200; after sleeping `delay` seconds, and while `held` is clear, waiting
+    for it first (up to 30 s). `arrived` counts the requests read so far."""
 
     def __init__(self) -> None:
         self.got: list[Hook] = []
         self.answers: list[int] = []
+        self.fail_first = 0
         self.delay = 0.0
+        self.arrived = 0
         self.held = threading.Event()
         self.held.set()
         receiver = self
@@ -448,9 +451,10 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.arrived += 1
                 receiver.held.wait(30)
                 time.sleep(receiver.delay)
-                status = receiver.answers.pop(0) if receiver.answers else 200
+                status = receiver.answer(self.headers["webhook-id"])
                 receiver.got.append(Hook(dict(self.headers), body, status))
                 self.send_response(status)
                 self.send_header("Content-Length", "2")
@@ -463,6 +467,12 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def answer(self, msg_id: str) -> int:
+        if self.answers:
+            return self.answers.pop(0)
+        tried = sum(hook.msg_id == msg_id for hook in self.got)
+        return 500 if tried < self.fail_first else 200
 
     @property
     def url(self) -> str:

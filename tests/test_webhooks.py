@@ -219,3 +219,32 @@ def test_a_delivery_of_another_webhook_or_none_is_404(client, as_admin, hook, de
         path = f"/api/webhooks/{mine}/deliveries/{did}/"
         assert client.get(path, headers=as_admin).status_code == 404
         assert client.post(f"{path}redeliver", headers=as_admin).status_code == 404
+
+
+def test_comments_tell_of_themselves_and_who_did_it(
+    client, as_alice, as_bob, as_admin, hook, new_issue
+):
+    hook(events=["comment.created", "comment.updated", "comment.deleted"])
+    issue = new_issue()
+    path = f"/api/{issue['id']}/comments/"
+    comment = client.post(path, json={"body": "On it"}, headers=as_bob).json
+    client.patch(f"{path}{comment['id']}/", json={"body": "On it"}, headers=as_bob)  # no change
+    client.patch(f"{path}{comment['id']}/", json={"body": "Done"}, headers=as_bob)
+    client.delete(f"{path}{comment['id']}/", headers=as_admin)
+    bodies = [json.loads(m.body) for m in messages()]
+    assert [b["type"] for b in bodies] == ["comment.created", "comment.updated", "comment.deleted"]
+    created, updated, deleted = (b["data"] for b in bodies)
+    assert created | {"actor": None} == comment | {"actor": None}
+    assert (created["actor"]["username"], updated["body"]) == ("bob", "Done")
+    assert (deleted["id"], deleted["actor"]["username"]) == (comment["id"], "root")
+
+
+def test_a_new_set_of_labels_is_a_change(client, as_admin, as_alice, hook, new_issue):
+    for name in ("bug", "urgent"):
+        client.post("/api/labels/", json={"name": name}, headers=as_admin)
+    issue = new_issue(labels=["bug"])
+    hook(events=["issue.updated"])
+    client.patch(f"/api/{issue['id']}/", json={"labels": ["urgent", "bug"]}, headers=as_alice)
+    (message,) = messages()
+    data = json.loads(message.body)["data"]
+    assert (data["labels"], data["changes"]) == (["bug", "urgent"], {"labels": {"from": ["bug"]}})
