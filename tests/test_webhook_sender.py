@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from helpers import PASSWORD, Receiver, app_context, bearer, wait_until
 
+from sit import metrics
 from sit.cli import create_user
 from sit.extensions import db
 from sit.models import Webhook, WebhookDelivery, WebhookMessage
@@ -255,3 +256,38 @@ def resolver(answers, receiver):
         return real(host, port, *args, **kwargs)
 
     return getaddrinfo
+
+
+def counted(result):
+    return metrics.OWN.get_sample_value("sit_webhook_deliveries_total", {"result": result}) or 0
+
+
+def test_messages_are_counted_by_healthz_status_metrics_and_listed(
+    client, runner, hooked, receiver, new_issue
+):
+    before = counted("delivered"), counted("failed")
+    receiver.answers = [500]
+    new_issue()
+    new_issue()
+    send_pending()  # the first fails, the second is delivered
+    assert (counted("delivered"), counted("failed")) == (before[0] + 1, before[1] + 1)
+    counts = {"pending": 1, "retrying": 1, "overdue": 0, "failed": 0}
+    assert client.get("/healthz").json["delivery"]["webhooks"] == counts
+    scraped = client.get("/metrics").text
+    assert 'sit_webhook_messages{state="retrying"} 1.0' in scraped
+    assert "sit_webhook_duration_seconds_count" in scraped
+    status = runner.invoke(args=["sit", "status"])
+    assert "webhooks:   1 pending, 1 retrying, 0 overdue, 0 failed" in status.output
+    listed = runner.invoke(args=["sit", "webhooks"]).output.splitlines()
+    assert listed[0].split() == [
+        "id",
+        "state",
+        "pending",
+        "failed",
+        "failing",
+        "since",
+        "(UTC)",
+        "url",
+    ]
+    assert listed[1].split()[:4] == [str(hooked["id"]), "active", "1", "0"]
+    assert listed[1].endswith(hooked["url"])
