@@ -310,7 +310,8 @@ def describe(delivery: health.Delivery) -> list[str]:
 @sit.command("status")
 @click.pass_context
 def status_command(ctx: click.Context) -> None:
-    """Print how email delivery stands; exit 0 healthy, 1 degraded, 2 database unreachable."""
+    """Print how email and webhook delivery stand; exit 0 healthy, 1 degraded, 2 database
+    unreachable."""
     try:
         delivery = health.read()
     except SQLAlchemyError as error:

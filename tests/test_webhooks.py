@@ -66,6 +66,8 @@ def test_a_given_secret_is_kept_and_a_malformed_one_is_400(client, as_admin, hoo
     [
         ({"url": "ftp://example.com/"}, "url"),
         ({"url": "http://user:pw@93.184.216.34/"}, "url"),
+        ({"url": "https://" + "0" * 1900}, "url"),
+        ({"url": "http://a..b/"}, "url"),
         ({"url": PUBLIC, "events": ["issue.renamed"]}, "events"),
         ({"url": PUBLIC, "events": []}, "events"),
         ({"url": PUBLIC, "colour": "red"}, "colour"),

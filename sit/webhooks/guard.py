@@ -58,7 +58,8 @@ class Target:
 
 
 def parse(url: str) -> SplitResult:
-    """:raise Refused: not an absolute http(s) URL with a host, or one with credentials."""
+    """:raise Refused: not an absolute http(s) URL with a valid host name, or one with
+    credentials."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises ValueError for a port out of range)
@@ -66,6 +67,10 @@ def parse(url: str) -> SplitResult:
         raise Refused(f"is not a URL ({error})") from None
     if parts.scheme not in SCHEMES or not parts.hostname:
         raise Refused("must be an absolute http:// or https:// URL")
+    try:
+        parts.hostname.encode("idna")  # what resolving it does: labels of 1-63 characters
+    except UnicodeError:
+        raise Refused(f"has no valid host name ({parts.hostname[:70]}…)") from None
     if parts.username is not None or parts.password is not None:
         raise Refused("may not carry a user name or password; put a token in the path instead")
     return parts

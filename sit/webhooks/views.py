@@ -69,10 +69,15 @@ def check_url(fields: dict[str, Any]) -> None:
         pass
 
 
-def ping(webhook: Webhook) -> dict[str, Any]:
+def require_active(webhook: Webhook) -> None:
     """:raise 409: the webhook is not active."""
     if not webhook.active:
         abort(409, "The webhook is not active; activate it first (PATCH active: true).")
+
+
+def ping(webhook: Webhook) -> dict[str, Any]:
+    """:raise 409: the webhook is not active."""
+    require_active(webhook)
     data = {"webhook": WebhookOut.model_validate(webhook).model_dump(mode="json")}
     return messages.store([webhook.id], messages.PING, messages.body(messages.PING, data))[0]
 
@@ -189,8 +194,7 @@ def redeliver(pk: int, did: int) -> Any:
     delivery = db.session.get(WebhookDelivery, did) if did <= MAX_ID else None
     if delivery is None or delivery.webhook_id != webhook.id:
         abort(404, f"Webhook {pk} has no delivery {did}.")
-    if not webhook.active:
-        abort(409, "The webhook is not active; activate it first (PATCH active: true).")
+    require_active(webhook)
     message = delivery.message
     message.state, message.due_at = "pending", clock.utcnow()
     db.session.commit()
