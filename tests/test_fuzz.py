@@ -17,7 +17,7 @@ from helpers import BIN, PASSWORD, Server, bearer, gunicorn
 
 from sit.cli import create_user
 from sit.extensions import db
-from sit.models import Issue, Webhook
+from sit.models import Comment, Issue, Label, Webhook
 from sit.webhooks.messages import new_secret
 
 SEED = "20261124"
@@ -25,8 +25,8 @@ MAX_EXAMPLES = 100  # cases per operation and phase
 WEBHOOK_EXAMPLES = 25  # for the webhooks' nine admin operations, which share their shapes
 
 # `pk` is an existing issue half of the time (DELETE gets issues of its own to delete), or an
-# existing user in a user's path, and `assigned_to` an existing user; a webhook's `pk` the
-# webhook that exists, half of the time.
+# existing user or label in theirs, `cid` an existing comment, a webhook's `pk` the webhook that
+# exists, and `assigned_to` an existing user.
 CONFIG = """
 generation.max-examples = {max_examples}
 
@@ -38,6 +38,12 @@ values = {doomed}
 
 [dictionaries.users]
 values = {users}
+
+[dictionaries.comments]
+values = {comments}
+
+[dictionaries.labels]
+values = {labels}
 
 [dictionaries.hooks]
 values = {hooks}
@@ -51,8 +57,21 @@ include-method-regex = "^(GET|PUT|PATCH)$"
 parameters."path.pk" = {{ dictionary = "issues", probability = 0.5 }}
 
 [[operations]]
+include-path-regex = "^/api/[{{]pk[}}]/(comments|events)/$"
+parameters."path.pk" = {{ dictionary = "issues", probability = 0.5 }}
+
+[[operations]]
+include-path = "/api/{{pk}}/comments/{{cid}}/"
+parameters."path.pk" = {{ dictionary = "issues", probability = 0.5 }}
+parameters."path.cid" = {{ dictionary = "comments", probability = 0.5 }}
+
+[[operations]]
 include-path = "/api/users/{{pk}}/"
 parameters."path.pk" = {{ dictionary = "users", probability = 0.5 }}
+
+[[operations]]
+include-path = "/api/labels/{{pk}}/"
+parameters."path.pk" = {{ dictionary = "labels", probability = 0.5 }}
 
 [[operations]]
 include-method = "DELETE"
@@ -71,7 +90,9 @@ generation.max-examples = {webhook_examples}
 # Where a check is wrong for SIT, by SIT's documented behaviour (see the README): a body that
 # matches the schema may still be a 400, because `assigned_to` must name a user who exists,
 # `/get-token/` may take its credentials from HTTP Basic instead of the body, and a form has
-# no way to say null; and an `If-Match` that is any string but the current ETag is a 412.
+# no way to say null; an `If-Match` that is any string but the current ETag is a 412; a
+# webhook's URL may be refused by the address guard (400), ping and redelivery need an active
+# webhook (409); and a listing's query over gunicorn's 4 KiB request line is a 414.
 FALSE_POSITIVES = """
 [[operations]]
 include-method-regex = "^(POST|PUT|PATCH)$"
@@ -81,7 +102,7 @@ checks.positive_data_acceptance.expected-statuses = [
 
 [[operations]]
 include-method = "GET"
-include-path-regex = "^/(api/)?(users/|webhooks/.*)?$"
+include-path-regex = "^/(api/)?((users|labels)/|[{]pk[}]/(comments|events)/|webhooks/.*)?$"
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "400", "401", "403", "404", "429", "5xx",
 ]
@@ -104,20 +125,24 @@ def target(app: Any, tmp_path: Path) -> tuple[dict[str, str], dict[str, str], Pa
     me = create_user("fuzz", "fuzz@example.com", PASSWORD, "Fuzz", "Er")
     other = create_user("other", "other@example.com", PASSWORD, "Other", "One")
     admin = create_user("boss", "boss@example.com", PASSWORD, is_admin=True)
-    issues = [Issue(creator=me, title=f"Mine {n}") for n in range(12)]
-    issues.append(Issue(creator=other, title="Not mine"))
-    db.session.add_all(issues)
+    issues = [Issue(creator=me, title=f"Mine {n}", comment_count=2) for n in range(12)]
+    issues.append(Issue(creator=other, title="Not mine", comment_count=2))
+    comments = [Comment(issue=issue, author=me, body="Mine") for issue in issues]
+    comments += [Comment(issue=issue, author=other, body="Theirs") for issue in issues]
+    labels = [Label(name=name, folded=name) for name in ("bug", "ui", "urgent")]
+    db.session.add_all([*issues, *comments, *labels])
     hook = Webhook(url="http://93.184.216.34/", events=["*"], secret=new_secret())
     db.session.add(hook)
     db.session.commit()
     ids = [issue.id for issue in issues]
-    users = [me.id, other.id, admin.id]
     config = tmp_path / "schemathesis.toml"
     config.write_text(
         CONFIG.format(
             issues=ids[:6] + ids[-1:],
             doomed=ids[6:-1],
-            users=users,
+            users=[me.id, other.id, admin.id],
+            comments=[comment.id for comment in comments],
+            labels=[label.id for label in labels],
             hooks=[hook.id],
             max_examples=MAX_EXAMPLES,
             webhook_examples=WEBHOOK_EXAMPLES,
