@@ -83,7 +83,8 @@ def queue(kind: str, data: Callable[[], dict[str, Any]]) -> None:
     """Store a message of this type for each active webhook that wants it, in the session's
     transaction (the caller commits). `data` is called only when one does: a change that no
     webhook wants costs one query of a small table."""
-    wanting = [pk for pk, events in db.session.execute(ACTIVE) if "*" in events or kind in events]
+    active = db.session.connection().execute(ACTIVE)  # Core: a third of the session's cost
+    wanting = [pk for pk, events in active if "*" in events or kind in events]
     if wanting:
         store(wanting, kind, body(kind, data()))
 
