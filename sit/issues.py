@@ -127,18 +127,21 @@ def search(query: IssueQuery, me: Caller) -> tuple[sa.Select[Any], Callable[[], 
 ISSUE_PAGE = TypeAdapter(list[IssueOut])
 
 
-def labeled(rows: list[sa.Row[Any]]) -> list[SimpleNamespace]:
-    """The issues the rows read, each with its labels' names, read in one query for them all."""
-    names = labels.names_by_issue([row.id for row in rows])
+def labeled(
+    rows: list[sa.Row[Any]], names: dict[int, list[str]] | None = None
+) -> list[SimpleNamespace]:
+    """The issues the rows read, each with its labels' names: `names`, or read in one query for
+    them all."""
+    names = labels.names_by_issue([row.id for row in rows]) if names is None else names
     return [SimpleNamespace(**row._mapping, labels=names[row.id]) for row in rows]
 
 
-def read_issue(pk: int) -> SimpleNamespace:
-    """The issue as an answer reads it (with its ETag).
+def read_issue(pk: int, names: list[str] | None = None) -> SimpleNamespace:
+    """The issue as an answer reads it (with its ETag), with its labels' `names` if known.
 
     :raise 404: no issue has this id.
     """
-    return labeled([get_or_404(Issue, pk, READ_ONE)])[0]
+    return labeled([get_or_404(Issue, pk, READ_ONE)], None if names is None else {pk: names})[0]
 
 
 def page_json(rows: list[sa.Row[Any]]) -> bytes:
@@ -184,7 +187,8 @@ def create_issue(json_or_form_data: IssueIn) -> Any:
     issue.change(fields)
     db.session.add(issue)
     notifications.save_issue(issue, None, assignee, events.created())
-    return respond(read_issue(issue.id), 201, {"Location": issue_url(issue.id)})
+    names = [label.name for label in fields["labels"]]  # as set: no need to read them again
+    return respond(read_issue(issue.id, names), 201, {"Location": issue_url(issue.id)})
 
 
 @bp.get(ISSUE)
