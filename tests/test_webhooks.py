@@ -102,7 +102,9 @@ def test_only_admins_manage_webhooks(client, as_alice, hook, send):
     assert send(client, {}).status_code == 401
 
 
-def test_a_webhook_is_changed_and_deleted_with_its_messages(client, as_admin, hook, new_issue):
+def test_a_webhook_is_changed_deactivated_and_deleted_with_its_messages(
+    client, as_admin, hook, new_issue
+):
     created = hook()
     path = f"/api/webhooks/{created['id']}/"
     changed = client.patch(
@@ -110,7 +112,12 @@ def test_a_webhook_is_changed_and_deleted_with_its_messages(client, as_admin, ho
     )
     assert changed.status_code == 200
     assert (changed.json["events"], changed.json["active"]) == (["issue.deleted"], False)
-    client.patch(path, json={"active": True}, headers=as_admin)
+    client.patch(path, json={"active": True, "events": ["*"]}, headers=as_admin)
+    new_issue()
+    client.patch(path, json={"active": False}, headers=as_admin)
+    assert [(m.state, m.last_error) for m in messages()] == [
+        ("failed", "the webhook was deactivated")
+    ]
     new_issue()
     assert client.delete(path, headers=as_admin).status_code == 204
     assert client.get(path, headers=as_admin).status_code == 404

@@ -121,7 +121,10 @@ def send(message_id: int) -> None:
     request = (webhook.url, webhook.secret, message.msg_id, message.body)
     db.session.rollback()  # no transaction held while the receiver takes its time
     result = attempt(*request)
-    settle(db.session.get_one(WebhookMessage, message_id), result)
+    message = db.session.get(WebhookMessage, message_id)
+    if message is None:
+        return  # its webhook was deleted meanwhile, and the log with it
+    settle(message, result)
     db.session.commit()
     metrics.webhook_attempted(result.delivered, result.duration)
     if not result.delivered:
@@ -170,7 +173,12 @@ def deactivate(webhook: Webhook) -> None:
     since = webhook.failing_since.isoformat(timespec="seconds") if webhook.failing_since else ""
     webhook.active = False
     webhook.disabled_reason = f"deactivated: every delivery has failed since {since}"
-    pending = (WebhookMessage.webhook_id == webhook.id) & (WebhookMessage.state == "pending")
-    failed: dict[str, Any] = {"state": "failed", "last_error": webhook.disabled_reason}
-    db.session.execute(sa.update(WebhookMessage).where(pending).values(failed))
+    fail_pending(webhook.id, webhook.disabled_reason)
     log.warning("webhook %d (%s) %s", webhook.id, webhook.url, webhook.disabled_reason)
+
+
+def fail_pending(webhook_id: int, reason: str) -> None:
+    """The webhook is no longer active: its pending messages will never be sent."""
+    pending = (WebhookMessage.webhook_id == webhook_id) & (WebhookMessage.state == "pending")
+    failed: dict[str, Any] = {"state": "failed", "last_error": reason}
+    db.session.execute(sa.update(WebhookMessage).where(pending).values(failed))

@@ -23,7 +23,7 @@ from sit.schemas import (
     WebhookPatch,
 )
 from sit.users import require_admin
-from sit.webhooks import guard, messages
+from sit.webhooks import guard, messages, sender
 
 bp = APIBlueprint("webhooks", __name__, tag="Webhooks", url_prefix="/api/webhooks")
 
@@ -126,10 +126,13 @@ def get_webhook(pk: int) -> Any:
 @bp.output(WebhookOut)
 @bp.doc(responses=ADMINS_ONLY)
 def update_webhook(pk: int, json_data: WebhookPatch) -> Any:
-    """Change a webhook (admins); activating it again forgets why it was deactivated."""
+    """Change a webhook (admins); deactivating it fails its pending messages, activating it
+    again forgets why it was deactivated."""
     webhook = admins_webhook(pk)
     fields = json_data.model_dump(exclude_unset=True)
     check_url(fields)
+    if webhook.active and fields.get("active") is False:
+        sender.fail_pending(webhook.id, "the webhook was deactivated")
     webhook.change(fields)
     db.session.commit()
     return webhook
