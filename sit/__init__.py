@@ -30,6 +30,7 @@ from sit import (
 from sit.extensions import db
 from sit.extensions import mail as flask_mail  # not to shadow the module sit.mail
 from sit.schemas import Request, check_body_type
+from sit.webhooks import views as webhooks
 
 PROJECT_INSTANCE = Path(__file__).resolve().parent.parent / "instance"
 
@@ -91,5 +92,6 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrations: bool = 
     app.register_blueprint(watching.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(unsubscribe.bp)
+    app.register_blueprint(webhooks.bp)
     cli.init_app(app)
     return app

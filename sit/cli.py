@@ -16,7 +16,7 @@ from sit.accounts import UsernameTaken, create_user, random_password
 from sit.auth import issue_token
 from sit.config import parse_positive_duration
 from sit.extensions import db
-from sit.models import NOTIFY, Email, User
+from sit.models import NOTIFY, Email, User, Webhook, WebhookMessage
 from sit.schemas import NewUser
 
 
@@ -266,6 +266,34 @@ def outbox_command(state: str | None, kind: str | None, limit: int) -> None:
     print_table(header, rows)
 
 
+@sit.command("webhooks")
+def webhooks_command() -> None:
+    """List the webhooks: state, messages pending and failed, failing since, URL."""
+    count = sa.func.count(WebhookMessage.id)
+    query = (
+        sa.select(Webhook, count.filter(WebhookMessage.state == "pending"))
+        .add_columns(count.filter(WebhookMessage.state == "failed"))
+        .outerjoin(WebhookMessage, WebhookMessage.webhook_id == Webhook.id)
+        .group_by(Webhook.id)
+        .order_by(Webhook.id)
+    )
+    rows = [
+        (
+            webhook.id,
+            "active" if webhook.active else webhook.disabled_reason or "inactive",
+            pending,
+            failed,
+            when(webhook.failing_since),
+            webhook.url,
+        )
+        for webhook, pending, failed in db.session.execute(query)
+    ]
+    print_table(("id", "state", "pending", "failed", "failing since (UTC)", "url"), rows)
+
+
+WEBHOOK_COUNTS = "{pending} pending, {retrying} retrying, {overdue} overdue, {failed} failed"
+
+
 def describe(delivery: health.Delivery) -> list[str]:
     """How delivery stands, a line for each fact `/healthz` gives."""
     runner = delivery.runner
@@ -279,6 +307,7 @@ def describe(delivery: health.Delivery) -> list[str]:
         "overdue": delivery.overdue,
         "failed": delivery.failed,
         "last error": delivery.last_error or "-",
+        "webhooks": WEBHOOK_COUNTS.format_map(vars(delivery.webhooks)),
     }
     return [f"{name + ':':<12}{value}" for name, value in facts.items()]
 
@@ -286,7 +315,8 @@ def describe(delivery: health.Delivery) -> list[str]:
 @sit.command("status")
 @click.pass_context
 def status_command(ctx: click.Context) -> None:
-    """Print how email delivery stands; exit 0 healthy, 1 degraded, 2 database unreachable."""
+    """Print how email and webhook delivery stand; exit 0 healthy, 1 degraded, 2 database
+    unreachable."""
     try:
         delivery = health.read()
     except SQLAlchemyError as error:

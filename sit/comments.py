@@ -24,6 +24,7 @@ from sit.schemas import (
     comment_url,
 )
 from sit.users import public_columns, public_user
+from sit.webhooks import messages
 
 bp = APIBlueprint("comments", __name__, tag="Comments", url_prefix="/api/<int:pk>/comments")
 
@@ -105,6 +106,7 @@ def create_comment(pk: int, json_or_form_data: CommentIn) -> Any:
     db.session.flush()  # the comment's id, which its event names
     events.write(pk, events.commented(comment))
     notifications.comment_posted(comment)
+    messages.queue_comment("comment.created", comment, me.id)
     db.session.commit()
     return respond(comment, 201, {"Location": comment_url(pk, comment.id)})
 
@@ -127,6 +129,7 @@ def update_comment(pk: int, cid: int, json_or_form_data: CommentIn) -> Any:
     """Change a comment you wrote."""
     comment = get_changeable_comment(pk, cid)
     comment.edit(json_or_form_data.body, clock.utcnow())
+    messages.queue_comment("comment.updated", comment, comment.author_id)
     db.session.commit()
     return respond(comment)
 
@@ -144,6 +147,7 @@ def delete_comment(pk: int, cid: int) -> Any:
     """Delete a comment (yours, one on an issue you created, or any as an admin)."""
     comment = get_changeable_comment(pk, cid, deleting=True)
     comment.issue.comment_count -= 1
+    messages.queue_comment("comment.deleted", comment, token_auth.current_user.id)
     db.session.delete(comment)
     events.write(pk, events.comment_deleted(comment))
     db.session.commit()

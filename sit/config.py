@@ -1,5 +1,6 @@
 """Configuration: defaults, duration parsing and the one validation step run at start-up."""
 
+import ipaddress
 import os
 import re
 import secrets
@@ -39,6 +40,12 @@ class Defaults:
     MAIL_DEFAULT_SENDER = "SIT <sit@localhost>"
     MAIL_CA_FILE = None  # CA certificates (PEM) to trust for the SMTP server; else the system's
     MAIL_TLS_VERIFY = True  # false: the server's certificate and host name go unchecked
+    WEBHOOK_TIMEOUT = "10s"  # a delivery that takes longer is a failed attempt
+    WEBHOOK_RETRY_SCHEDULE = (
+        "5s,5m,30m,2h,5h,10h,10h"  # after each failed attempt (Standard Webhooks)
+    )
+    WEBHOOK_DISABLE_AFTER = "5d"  # an endpoint whose deliveries all failed this long is deactivated
+    WEBHOOK_ALLOWED_HOSTS = ""  # hostnames, CIDRs, `loopback`, `private`: targets allowed anyway
     METRICS_TOKEN = None  # when set, /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`
     SQLALCHEMY_DATABASE_URI = None  # sqlite:///<instance>/sit.db, filled in by load()
     SECRET_KEY = None  # generated once into <instance>/secret_key, filled in by load()
@@ -128,6 +135,30 @@ def parse_ca_file(value: Any) -> str | None:
     return path
 
 
+def parse_schedule(value: Any) -> tuple[int, ...]:
+    """Durations separated by commas (`5s,5m,30m`); empty for none."""
+    return tuple(parse_duration(part) for part in str(value).split(",") if part.strip())
+
+
+HOST_WORDS = ("loopback", "private")
+HOSTNAME = r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9])?"
+
+
+def parse_allowed_hosts(value: Any) -> tuple[str, ...]:
+    """Hostnames, CIDRs (`10.0.0.0/8`, `::1/128`, a bare address) and the words `loopback` and
+    `private`, separated by commas or spaces; each in lower case, networks in their strict form."""
+    entries = []
+    for entry in str(value or "").replace(",", " ").lower().split():
+        try:
+            entries.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            if entry not in HOST_WORDS and not re.fullmatch(HOSTNAME, entry):
+                message = f"{entry!r} is not a hostname, a CIDR, loopback or private"
+                raise ValueError(message) from None
+            entries.append(entry)
+    return tuple(entries)
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "ASSIGNMENT_EMAIL_DELAY": parse_duration,
     "COMMENT_EMAIL_DELAY": parse_duration,
@@ -147,6 +178,10 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "MAIL_CA_FILE": parse_ca_file,
     "MAIL_TLS_VERIFY": parse_bool,
     "METRICS_TOKEN": parse_optional_text,
+    "WEBHOOK_TIMEOUT": parse_positive_duration,
+    "WEBHOOK_RETRY_SCHEDULE": parse_schedule,
+    "WEBHOOK_DISABLE_AFTER": parse_duration,
+    "WEBHOOK_ALLOWED_HOSTS": parse_allowed_hosts,
 }
 
 

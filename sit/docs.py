@@ -47,6 +47,8 @@ BODY_ERRORS = {  # sent before any view runs, for every request with a body
     "413": "The body is over 1 MiB",
     "415": "The body is neither JSON nor a form",
 }
+# gunicorn's, for a query too long: its request line is over 4 KiB (`gunicorn.conf.py`)
+LONG_QUERY = "The request line (the path and its query) is over 4 KiB"
 ERROR_HEADERS = {
     "401": {"WWW-Authenticate": ("string", "The scheme to authenticate with")},
     "429": {"Retry-After": ("integer", "Seconds until a login may be tried again")},
@@ -154,8 +156,9 @@ def share_nested(spec: dict[str, Any]) -> dict[str, Any]:
 
 def complete(spec: dict[str, Any]) -> dict[str, Any]:
     """Document what SIT's shared code sends, as it sends it: body errors on every operation
-    with a body, 503 on every operation, the headers of 401 and 429, and errors as
-    `application/problem+json`; and name every operation, and lead with JSON, for generators."""
+    with a body, 414 on every one with a query, 503 on every operation, the headers of 401 and
+    429, and errors as `application/problem+json`; and name every operation, and lead with
+    JSON, for generators."""
     ids = operation_ids(current_app.url_map)
     for path, operations in spec.get("paths", {}).items():
         for method, operation in operations.items():
@@ -166,6 +169,8 @@ def complete(spec: dict[str, Any]) -> dict[str, Any]:
                 operation.setdefault("parameters", []).append(conditional(method))
             responses = operation.setdefault("responses", {})
             responses.setdefault("503", unavailable())
+            if any(p.get("in") == "query" for p in operation.get("parameters", [])):
+                responses.setdefault("414", problem(LONG_QUERY))
             if "requestBody" in operation:
                 lead_with_json(operation["requestBody"], spec["components"]["schemas"])
                 for status, description in BODY_ERRORS.items():

@@ -1,6 +1,6 @@
-"""How the database and email delivery stand: one reading, shared by `/healthz`, `flask sit
-status` and `/metrics`; and the runner's heartbeat, which makes the runner visible to every
-worker on every host (it is a row in the shared database)."""
+"""How the database and delivery (emails, webhook messages) stand: one reading, shared by
+`/healthz`, `flask sit status` and `/metrics`; and the runner's heartbeat, which makes the
+runner visible to every worker on every host (it is a row in the shared database)."""
 
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sit import clock
 from sit.extensions import db
-from sit.models import Email, Runner
+from sit.models import Email, Runner, WebhookMessage
 from sit.schemas import HealthOut
 
 bp = APIBlueprint("health", __name__, tag="Health")
@@ -31,46 +31,64 @@ class RunnerSeen:
 
 
 @dataclass(frozen=True)
+class Webhooks:
+    """How webhook messages stand (counted as emails are)."""
+
+    pending: int  # waiting to be delivered
+    retrying: int  # of those, with at least one failed attempt
+    overdue: int  # of those, due over OVERDUE_SECONDS ago and never tried
+    failed: int  # given up on
+
+
+@dataclass(frozen=True)
 class Delivery:
-    """How email delivery stands, as the database says now."""
+    """How email and webhook delivery stand, as the database says now."""
 
     runner: RunnerSeen | None  # None: none seen in the last SEEN_SECONDS
-    pending: int  # waiting to be sent
+    pending: int  # emails waiting to be sent
     retrying: int  # of those, with at least one failed attempt
     overdue: int  # of those, due over OVERDUE_SECONDS ago and never tried
     failed: int  # given up on
     last_error: str | None  # the latest failed attempt's error, while any email is retrying
+    webhooks: Webhooks
 
     @property
     def status(self) -> Literal["ok", "degraded"]:
+        """A receiver that fails is its owner's trouble, not SIT's: webhook messages retrying
+        or failed leave SIT healthy; overdue ones (no runner sending) do not."""
         healthy = self.runner is not None and not self.retrying and not self.overdue
-        return "ok" if healthy else "degraded"
+        return "ok" if healthy and not self.webhooks.overdue else "degraded"
 
 
-def read() -> Delivery:
-    """Read how delivery stands (three small queries on indexed columns).
-
-    :raise SQLAlchemyError: the database cannot be reached (or has no schema yet).
-    """
-    now = clock.utcnow()
-    pending, retrying = Email.state == "pending", Email.attempts >= 1
-    long_due = Email.due_at < now - timedelta(seconds=OVERDUE_SECONDS)
-    overdue = pending & (Email.attempts == 0) & long_due
-    counts = db.session.execute(
+def counts(outbox: type[Email] | type[WebhookMessage], now: datetime) -> sa.Row[Any]:
+    """An outbox's messages: pending, retrying, overdue, failed (one query on indexed columns)."""
+    pending, retrying = outbox.state == "pending", outbox.attempts >= 1
+    long_due = outbox.due_at < now - timedelta(seconds=OVERDUE_SECONDS)
+    overdue = pending & (outbox.attempts == 0) & long_due
+    return db.session.execute(
         sa.select(
             sa.func.count().filter(pending),
             sa.func.count().filter(pending & retrying),
             sa.func.count().filter(overdue),
-            sa.func.count().filter(Email.state == "failed"),
-        ).where(Email.state.in_(("pending", "failed")))
+            sa.func.count().filter(outbox.state == "failed"),
+        ).where(outbox.state.in_(("pending", "failed")))
     ).one()
+
+
+def read() -> Delivery:
+    """Read how delivery stands (four small queries on indexed columns).
+
+    :raise SQLAlchemyError: the database cannot be reached (or has no schema yet).
+    """
+    now = clock.utcnow()
     last_error = db.session.scalar(
         sa.select(Email.last_error)
-        .where(pending, retrying)
+        .where(Email.state == "pending", Email.attempts >= 1)
         .order_by(Email.last_error_at.desc(), Email.id.desc())
         .limit(1)
     )
-    return Delivery(runner_seen(now), *counts, last_error=last_error)
+    webhooks = Webhooks(*counts(WebhookMessage, now))
+    return Delivery(runner_seen(now), *counts(Email, now), last_error, webhooks)
 
 
 def runner_seen(now: datetime) -> RunnerSeen | None:

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sit import health, notifications, scheduler
 from sit.mail import outbox
+from sit.webhooks import sender
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +17,13 @@ def deliver() -> None:
     """Send the emails that are due: each assignment email's job, and the runner's sweep."""
     with scheduler.runner_app().app_context():
         outbox.deliver_due()
+
+
+def hand_webhooks() -> None:
+    """Hand the due webhook messages to their senders (the runner's webhook sweep)."""
+    app = scheduler.runner_app()
+    with app.app_context():
+        sender.hand_due(app)
 
 
 def heartbeat(host: str, pid: int, since: datetime) -> None:

@@ -1,5 +1,5 @@
-"""`/metrics` for Prometheus: requests and emails counted in every process, the outbox and the
-runner read from the database when scraped.
+"""`/metrics` for Prometheus: requests, emails and webhook deliveries counted in every process,
+the outboxes and the runner read from the database when scraped.
 
 Under gunicorn, `gunicorn.conf.py` sets `PROMETHEUS_MULTIPROC_DIR` before any worker starts:
 each process then writes its metrics to files there, and a scrape, whichever worker answers it,
@@ -55,6 +55,18 @@ LATENESS = Histogram(
     buckets=LATENESS_BUCKETS,
     registry=OWN,
 )
+WEBHOOK_DELIVERIES = Counter(
+    "sit_webhook_deliveries",
+    "Attempts to deliver a webhook message, by result (delivered, failed)",
+    ("result",),
+    registry=OWN,
+)
+WEBHOOK_DURATION = Histogram(
+    "sit_webhook_duration_seconds",
+    "Time from an attempt's start to its outcome",
+    buckets=LATENESS_BUCKETS,
+    registry=OWN,
+)
 WORKERS = Gauge("sit_workers", "gunicorn workers alive", registry=OWN, multiprocess_mode="livesum")
 
 
@@ -79,6 +91,12 @@ class DeliveryCollector:
         for state in ("pending", "retrying", "overdue", "failed"):
             emails.add_metric([state], getattr(delivery, state))
         yield emails
+        webhooks = GaugeMetricFamily(
+            "sit_webhook_messages", "Webhook messages not delivered yet", labels=["state"]
+        )
+        for state in ("pending", "retrying", "overdue", "failed"):
+            webhooks.add_metric([state], getattr(delivery.webhooks, state))
+        yield webhooks
         yield GaugeMetricFamily(
             "sit_runner", "1 when a runner is seen, as /healthz says", int(bool(delivery.runner))
         )
@@ -137,6 +155,11 @@ def email_sent(row: Any) -> None:
 
 def email_failed(kind: str) -> None:
     SEND_FAILURES.labels(kind).inc()
+
+
+def webhook_attempted(delivered: bool, seconds: float) -> None:
+    WEBHOOK_DELIVERIES.labels("delivered" if delivered else "failed").inc()
+    WEBHOOK_DURATION.observe(seconds)
 
 
 def count_worker() -> None:

@@ -381,3 +381,83 @@ class Runner(db.Model):
     pid: Mapped[int | None] = mapped_column()
     since: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when it took over
     seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # its latest heartbeat
+
+
+class Webhook(db.Model):
+    """An endpoint that other systems give SIT to post messages to (§14). `failing_since`: the
+    first failed delivery since the last one that succeeded; `disabled_reason`: why SIT
+    deactivated it, until an admin activates it again."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(sa.String(2000))
+    events: Mapped[list[str]] = mapped_column(sa.JSON)
+    active: Mapped[bool] = mapped_column(default=True)
+    description: Mapped[str] = mapped_column(sa.String(255), default="")
+    secret: Mapped[str] = mapped_column(sa.String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    disabled_reason: Mapped[str | None] = mapped_column(sa.Text)
+
+    def wants(self, kind: str) -> bool:
+        return self.active and ("*" in self.events or kind in self.events)
+
+    def change(self, fields: dict[str, Any]) -> None:
+        """Set the given fields; activating it again forgets why it was deactivated."""
+        for name, value in fields.items():
+            setattr(self, name, value)
+        if fields.get("active"):
+            self.failing_since = self.disabled_reason = None
+
+
+class WebhookMessage(db.Model):
+    """One message to one webhook, stored in the transaction of the change it tells of. Its
+    `msg_id` is its `webhook-id` on every attempt. `pending` until a 2xx (`delivered`) or the
+    retry schedule's end (`failed`); while it fails, `due_at` is its next attempt."""
+
+    __tablename__ = "webhook_messages"
+    __table_args__ = (
+        sa.Index("ix_webhook_messages_state_due_at", "state", "due_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("webhooks.id", ondelete="CASCADE"), index=True
+    )
+    msg_id: Mapped[str] = mapped_column(sa.String(40), unique=True)
+    type: Mapped[str] = mapped_column(sa.String(20))
+    body: Mapped[str] = mapped_column(sa.Text)  # the JSON sent, exactly as signed
+    state: Mapped[str] = mapped_column(sa.String(10), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class WebhookDelivery(db.Model):
+    """One attempt to deliver a message: the delivery log (what was sent, what came back)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        sa.Index("ix_webhook_deliveries_webhook_id_id", "webhook_id", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(sa.ForeignKey("webhooks.id", ondelete="CASCADE"))
+    message_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("webhook_messages.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column()
+    state: Mapped[str] = mapped_column(sa.String(10))  # "delivered" or "failed"
+    request_headers: Mapped[dict[str, str]] = mapped_column(sa.JSON)
+    response_status: Mapped[int | None] = mapped_column()
+    response_body: Mapped[str | None] = mapped_column(sa.Text)  # its first 4 KiB
+    duration: Mapped[float] = mapped_column(sa.Float)  # seconds
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    message: Mapped[WebhookMessage] = relationship(lazy="joined", innerjoin=True)

@@ -17,6 +17,7 @@ from sit import clock, events, scheduler, watching
 from sit.extensions import db
 from sit.mail.messages import NAME, assignment_subject, comment_subject, digest_subject
 from sit.models import NOTIFY, Comment, Email, Issue, User, get_or_404, outbox_comments
+from sit.webhooks.messages import issue_news
 
 DIGEST_BATCH = 1000
 
@@ -74,13 +75,14 @@ def save_issue(
     assignee: User | None,
     happened: list[events.Pending],
 ) -> None:
-    """Commit a new or changed issue with the events it records (`sit.events`) and the email it
-    causes, then schedule that email.
+    """Commit a new or changed issue with the events it records (`sit.events`), the email and
+    the webhook messages it causes, then schedule that email.
 
     A new assignee (`assignee`, the user the change names, already loaded) gets an email
     `ASSIGNMENT_EMAIL_DELAY` from now, and any email still pending for the previous one is
     cancelled. Keeping the assignee schedules nothing.
     """
+    news = issue_news(issue)  # before anything flushes the change
     email, cancelled = None, []
     if issue.assigned_to_id != previous_assignee_id:
         cancelled = supersede_assignment_email(issue)
@@ -89,6 +91,7 @@ def save_issue(
     if assignee is not None and assignee.id != previous_assignee_id:
         email = assignment_email(issue, assignee)
         db.session.add(email)
+    news.queue()
     db.session.commit()
     scheduler.get().unschedule_emails(cancelled)
     if email is not None:
@@ -96,8 +99,9 @@ def save_issue(
 
 
 def delete_issue(issue: Issue) -> None:
-    """Delete an issue; its pending assignment email is never sent."""
+    """Delete an issue, telling webhooks; its pending assignment email is never sent."""
     cancelled = supersede_assignment_email(issue)
+    issue_news(issue, deleted=True).queue()
     db.session.delete(issue)
     db.session.commit()
     scheduler.get().unschedule_emails(cancelled)

@@ -13,6 +13,8 @@ workers, see `gunicorn.conf.py`) also stand by for the runner lock. The one that
   email whose job was never added because its process died between the commit and `add_job`),
   and, being a job, wakes the scheduler, which then sees the jobs other processes added
   (APScheduler 3 never wakes up for those on its own) long before they are due.
+- hands the due webhook messages to their senders every `SWEEP_SECONDS`, from a job of its own
+  (`sit.webhooks.sender` sends them on threads of its own: a slow receiver holds up no email).
 
 The runner lock is a file lock among the processes of one host (SQLite), or a PostgreSQL advisory
 lock among the processes of every host that shares the database. When the runner dies the system
@@ -61,7 +63,8 @@ CHECK_SECONDS = 1  # how often the runner makes sure it still holds the lock
 DELIVER = "sit.jobs:deliver"
 DIGEST = "sit.jobs:digest"
 HEARTBEAT = "sit.jobs:heartbeat"
-LOCAL_JOBS = ("sweep", "heartbeat")  # the runner's own, in its memory
+WEBHOOKS = "sit.jobs:hand_webhooks"
+LOCAL_JOBS = ("sweep", "heartbeat", "webhooks")  # the runner's own, in its memory
 
 
 class RunnerLock(Protocol):
@@ -351,6 +354,15 @@ class Scheduler:
             id="sweep",
             jobstore="local",  # in this process's memory: never stored, never run elsewhere
             next_run_time=clock.utcnow(),  # first: what fell due while no runner ran
+            replace_existing=True,
+        )
+        self.aps.add_job(  # the webhook outbox's sweep: a job of its own, never the email's
+            WEBHOOKS,
+            "interval",
+            seconds=SWEEP_SECONDS,
+            id="webhooks",
+            jobstore="local",
+            next_run_time=clock.utcnow(),
             replace_existing=True,
         )
         self.aps.resume()

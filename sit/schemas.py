@@ -121,10 +121,14 @@ EmailAddress = Annotated[
 NewPassword = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
 DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
 UserRef = Annotated[DbId | None, BeforeValidator(_user_ref)]
-Timestamp = Annotated[  # UTC, to the second: 2026-11-24T09:30:00Z
-    datetime,
-    PlainSerializer(lambda at: at.isoformat(timespec="seconds")[:19] + "Z", return_type=str),
-]
+
+
+def utc_text(at: datetime) -> str:
+    """UTC, to the second: 2026-11-24T09:30:00Z."""
+    return at.isoformat(timespec="seconds")[:19] + "Z"
+
+
+Timestamp = Annotated[datetime, PlainSerializer(utc_text, return_type=str)]
 
 
 def _not_blank(value: str) -> str:
@@ -474,6 +478,13 @@ class RunnerOut(Output):
     since: Timestamp = Field(description="When it took over the jobs")
 
 
+class WebhookCountsOut(Output):
+    pending: int = Field(description="Webhook messages waiting to be delivered")
+    retrying: int = Field(description="Pending messages with at least one failed attempt")
+    overdue: int = Field(description="Pending messages due over 60 seconds ago, never tried")
+    failed: int = Field(description="Messages given up on")
+
+
 class DeliveryOut(Output):
     runner: RunnerOut | None = Field(
         description="The process that runs the jobs, on whichever host; null when none has been "
@@ -486,11 +497,13 @@ class DeliveryOut(Output):
     last_error: str | None = Field(
         description="The latest failed attempt's error, while any email is retrying"
     )
+    webhooks: WebhookCountsOut
 
 
 class HealthOut(Output):
     status: Literal["ok", "degraded", "unavailable"] = Field(
-        description="degraded: no runner, or an email is retrying or overdue"
+        description="degraded: no runner, an email retrying or overdue, or a webhook message"
+        " overdue"
     )
     database: Literal["ok", "unavailable"]
     delivery: DeliveryOut | None = Field(description="null when the database is unavailable")
@@ -523,6 +536,107 @@ class CommentCreatedHeaders(CommentHeaders):
 
 class UserCreatedHeaders(BaseModel):
     location: str = Field(alias="Location", description="The new user's URL")
+
+
+# Webhooks (§14). The message types are `sit.webhooks.messages.TYPES`, repeated here so that
+# schemas import no module of the app's.
+WebhookType = Literal[
+    "*",
+    "issue.created",
+    "issue.updated",
+    "issue.deleted",
+    "comment.created",
+    "comment.updated",
+    "comment.deleted",
+]
+WebhookUrl = Annotated[
+    str,
+    StringConstraints(max_length=2000),
+    *matching(r"^https?://[^\s\x00]+$", "must be an absolute http:// or https:// URL"),
+]
+WebhookSecret = Annotated[
+    str,
+    *matching(
+        r"^whsec_[A-Za-z0-9+/]{32,88}={0,2}$",
+        "must be whsec_ and 24 to 64 bytes in base64 (Standard Webhooks)",
+    ),
+]
+Events = Annotated[list[WebhookType], Field(min_length=1, max_length=10)]
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: WebhookUrl
+    events: Events = Field(default=["*"], description='Message types, or ["*"] for all')
+    active: Flag = True
+    description: Description = ""
+    secret: WebhookSecret | None = Field(
+        default=None, description="Write-only; made up (and answered this once) when left out"
+    )
+
+
+class WebhookPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_defaults)
+
+    url: WebhookUrl | SkipJsonSchema[None] = None
+    events: Events | SkipJsonSchema[None] = None
+    active: Flag | SkipJsonSchema[None] = None
+    description: Description | SkipJsonSchema[None] = None
+    secret: WebhookSecret | SkipJsonSchema[None] = Field(default=None, description="Write-only")
+
+    _not_null = field_validator("*", mode="before")(refuse_null)
+
+
+class WebhookOut(Output):
+    id: int
+    url: str
+    events: list[str]
+    active: bool
+    description: str
+    created_at: Timestamp
+    updated_at: Timestamp
+    failing_since: Timestamp | None = Field(
+        description="The first failed delivery since the last one that succeeded"
+    )
+    disabled_reason: str | None = Field(description="Why SIT deactivated the webhook, if it did")
+
+
+class NewWebhookOut(WebhookOut):
+    secret: str = Field(description="The signing secret, shown this once")
+
+
+class WebhookCreatedHeaders(BaseModel):
+    location: str = Field(alias="Location", description="The new webhook's URL")
+
+
+class WebhookDeliveryOut(Output):
+    """One attempt to deliver a message."""
+
+    id: int
+    message_id: str = Field(description="The message's webhook-id, the same on every attempt")
+    type: str
+    attempt: int
+    state: Literal["delivered", "failed"]
+    message_state: Literal["pending", "delivered", "failed"] = Field(
+        description="The message's: pending (another attempt is due), delivered or failed",
+    )
+    response_status: int | None
+    duration: float = Field(description="Seconds")
+    error: str | None
+    started_at: Timestamp
+
+
+class WebhookDeliveryDetailOut(WebhookDeliveryOut):
+    request_headers: dict[str, str]
+    request_body: str
+    response_body: str | None = Field(description="Its first 4 KiB")
+
+
+class QueuedOut(Output):
+    message_id: str = Field(validation_alias="msg_id", description="Its webhook-id")
+    type: str
+    state: str
 
 
 class LabelCreatedHeaders(BaseModel):

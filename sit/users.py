@@ -62,10 +62,12 @@ def public_users(ids: set[int]) -> dict[int, dict[str, Any]]:
     return {row.id: row._asdict() for row in rows}
 
 
-def require_admin() -> None:
-    """:raise 403: the caller is not an admin."""
+def require_admin(
+    detail: str = "Only admins create and change other users; change yourself at /api/users/me/.",
+) -> None:
+    """:raise 403: the caller is not an admin (saying `detail`)."""
     if not token_auth.current_user.is_admin:
-        abort(403, "Only admins create and change other users; change yourself at /api/users/me/.")
+        abort(403, detail)
 
 
 def get_changeable_user(pk: int, fields: dict[str, Any]) -> User:

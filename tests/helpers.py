@@ -1,5 +1,6 @@
 """What the tests share that is not a fixture: paths and constants, waiting for a condition,
-the CLI and real gunicorn servers as subprocesses, SMTP sinks, a stopped clock."""
+the CLI and real gunicorn servers as subprocesses, SMTP sinks, a webhook receiver, a stopped
+clock."""
 
 import os
 import re
@@ -8,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from flask_migrate import upgrade
 from sqlalchemy.pool import NullPool
+from standardwebhooks.webhooks import Webhook as Verifier
 
 from sit import create_app, notifications, scheduler
 from sit.auth import issue_token
@@ -446,3 +450,79 @@ def signed_in(url: str, username: str) -> dict[str, str]:
     response = login(url, username)
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['token']}"} | CLOSE
+
+
+@dataclass
+class Hook:
+    """One request a webhook receiver got, and the status it answered."""
+
+    headers: dict[str, str]
+    body: bytes
+    status: int
+
+    @property
+    def msg_id(self) -> str:
+        return self.headers["webhook-id"]
+
+
+class Receiver:
+    """A webhook receiver on loopback (http.server, a thread per request) that keeps every
+    request. It answers `answers` in turn, else 500 to the first `fail_first` requests of each
+    webhook-id, else 200; after sleeping `delay` seconds, and while `held` is clear, waiting
+    for it first (up to 30 s). `arrived` counts the requests read so far."""
+
+    def __init__(self) -> None:
+        self.got: list[Hook] = []
+        self.answers: list[int] = []
+        self.fail_first = 0
+        self.delay = 0.0
+        self.arrived = 0
+        self.held = threading.Event()
+        self.held.set()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.arrived += 1
+                receiver.held.wait(30)
+                time.sleep(receiver.delay)
+                status = receiver.answer(self.headers["webhook-id"])
+                receiver.got.append(Hook(dict(self.headers), body, status))
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def answer(self, msg_id: str) -> int:
+        if self.answers:
+            return self.answers.pop(0)
+        tried = sum(hook.msg_id == msg_id for hook in self.got)
+        return 500 if tried < self.fail_first else 200
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def __enter__(self) -> "Receiver":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.held.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def verified(self, secret: str) -> list[dict[str, Any]]:
+        """The bodies of the requests answered 2xx, each verified as Standard Webhooks says
+        (the `standardwebhooks` package, not SIT's code): raises if any signature is wrong."""
+        verifier = Verifier(secret)
+        lowered = [({k.lower(): v for k, v in h.headers.items()}, h) for h in self.got]
+        return [verifier.verify(h.body, headers) for headers, h in lowered if h.status < 300]

@@ -56,6 +56,18 @@ def test_defaults(instance, monkeypatch):
     assert app.config["SCHEDULER_ENABLED"] is True
     assert (app.config["MAIL_CA_FILE"], app.config["MAIL_TLS_VERIFY"]) == (None, True)
     assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{instance / 'sit.db'}"
+    assert app.config["WEBHOOK_RETRY_SCHEDULE"] == (5, 300, 1800, 7200, 18000, 36000, 36000)
+    assert (app.config["WEBHOOK_TIMEOUT"], app.config["WEBHOOK_DISABLE_AFTER"]) == (10, 432000)
+    assert app.config["WEBHOOK_ALLOWED_HOSTS"] == ()
+
+
+def test_allowed_hosts_are_names_networks_and_two_words(instance, monkeypatch):
+    monkeypatch.setenv("SIT_WEBHOOK_ALLOWED_HOSTS", "Hooks.Example, 10.1.0.0/16 ::1 Loopback")
+    monkeypatch.setenv("SIT_WEBHOOK_RETRY_SCHEDULE", "")
+    app = create_app()
+    allowed = ("hooks.example", "10.1.0.0/16", "::1/128", "loopback")
+    assert app.config["WEBHOOK_ALLOWED_HOSTS"] == allowed
+    assert app.config["WEBHOOK_RETRY_SCHEDULE"] == ()
 
 
 def test_environment_overrides_instance_config(instance, monkeypatch):
@@ -79,6 +91,10 @@ def test_environment_overrides_instance_config(instance, monkeypatch):
         ("PUBLIC_URL", "sit.example.org"),
         ("SCHEDULER_ENABLED", "perhaps"),
         ("MAIL_TLS_VERIFY", "perhaps"),
+        ("WEBHOOK_TIMEOUT", "0"),
+        ("WEBHOOK_RETRY_SCHEDULE", "5s,soon"),
+        ("WEBHOOK_ALLOWED_HOSTS", "loopback, 10.0.0.0/33"),
+        ("WEBHOOK_ALLOWED_HOSTS", "https://hooks.example.com"),
     ],
 )
 def test_bad_values_stop_start_up_naming_the_key(instance, monkeypatch, key, value):

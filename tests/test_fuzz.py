@@ -17,15 +17,19 @@ from helpers import BIN, PASSWORD, Server, bearer, gunicorn
 
 from sit.cli import create_user
 from sit.extensions import db
-from sit.models import Comment, Issue, Label
+from sit.models import Comment, Issue, Label, Webhook
+from sit.webhooks.messages import new_secret
 
 SEED = "20261124"
-MAX_EXAMPLES = "100"  # cases per operation and phase
+MAX_EXAMPLES = 100  # cases per operation and phase
+WEBHOOK_EXAMPLES = 25  # for the webhooks' nine admin operations, which share their shapes
 
 # `pk` is an existing issue half of the time (DELETE gets issues of its own to delete), or an
-# existing user or label in theirs, `cid` an existing comment, and `assigned_to` an existing
-# user.
+# existing user or label in theirs, `cid` an existing comment, a webhook's `pk` the webhook that
+# exists, and `assigned_to` an existing user.
 CONFIG = """
+generation.max-examples = {max_examples}
+
 [dictionaries.issues]
 values = {issues}
 
@@ -40,6 +44,9 @@ values = {comments}
 
 [dictionaries.labels]
 values = {labels}
+
+[dictionaries.hooks]
+values = {hooks}
 
 [parameters]
 "body.assigned_to" = {{ dictionary = "users", probability = 0.5 }}
@@ -74,12 +81,23 @@ parameters."path.pk" = {{ dictionary = "labels", probability = 0.5 }}
 [[operations]]
 include-method = "DELETE"
 parameters."path.pk" = {{ dictionary = "doomed", probability = 0.5 }}
+
+[[operations]]
+include-path-regex = "^/api/webhooks/{{pk}}/"
+parameters."path.pk" = {{ dictionary = "hooks", probability = 0.5 }}
+generation.max-examples = {webhook_examples}
+
+[[operations]]
+include-path-regex = "^/api/webhooks/$"
+generation.max-examples = {webhook_examples}
 """
 
 # Where a check is wrong for SIT, by SIT's documented behaviour (see the README): a body that
 # matches the schema may still be a 400, because `assigned_to` must name a user who exists,
 # `/get-token/` may take its credentials from HTTP Basic instead of the body, and a form has
-# no way to say null; and an `If-Match` that is any string but the current ETag is a 412. And
+# no way to say null; an `If-Match` that is any string but the current ETag is a 412; a
+# webhook's URL may be refused by the address guard (400), ping and redelivery need an active
+# webhook (409); and a listing's query over gunicorn's 4 KiB request line is a 414. And
 # `DELETE /api/<id>/subscription` ignores the issue (§13): the subscription is still there to
 # read, as `{"ignored": true}`, which the stateful phase's `use_after_free` reads as a deleted
 # resource still served. Per operation, Schemathesis can leave that one out of this run only
@@ -93,14 +111,17 @@ enabled = false
 [[operations]]
 include-method-regex = "^(POST|PUT|PATCH)$"
 checks.positive_data_acceptance.expected-statuses = [
-    "2xx", "3xx", "400", "401", "403", "404", "412", "429", "5xx",
+    "2xx", "3xx", "400", "401", "403", "404", "409", "412", "429", "5xx",
 ]
 
 [[operations]]
 include-method = "GET"
-include-path-regex = "^/(api/)?((users|labels)/|[{]pk[}]/(comments|events)/)?$"
+include-path-regex = "^/(api/)?((users|labels)/|[{]pk[}]/(comments|events)/|webhooks/.*)?$"
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "400", "401", "403", "404", "429", "5xx",
+]
+checks.negative_data_rejection.expected-statuses = [
+    "400", "401", "403", "404", "405", "406", "409", "414", "415", "422", "428", "429", "5xx",
 ]
 
 [[operations]]
@@ -124,6 +145,8 @@ def target(app: Any, tmp_path: Path) -> tuple[dict[str, str], dict[str, str], Pa
     comments += [Comment(issue=issue, author=other, body="Theirs") for issue in issues]
     labels = [Label(name=name, folded=name) for name in ("bug", "ui", "urgent")]
     db.session.add_all([*issues, *comments, *labels])
+    hook = Webhook(url="http://93.184.216.34/", events=["*"], secret=new_secret())
+    db.session.add(hook)
     db.session.commit()
     ids = [issue.id for issue in issues]
     config = tmp_path / "schemathesis.toml"
@@ -134,6 +157,9 @@ def target(app: Any, tmp_path: Path) -> tuple[dict[str, str], dict[str, str], Pa
             users=[me.id, other.id, admin.id],
             comments=[comment.id for comment in comments],
             labels=[label.id for label in labels],
+            hooks=[hook.id],
+            max_examples=MAX_EXAMPLES,
+            webhook_examples=WEBHOOK_EXAMPLES,
         )
     )
     return bearer(me), bearer(admin), config
@@ -157,8 +183,6 @@ def schemathesis(
             f"Authorization: {headers['Authorization']}",
             "--phases",
             "examples,coverage,fuzzing,stateful",
-            "--max-examples",
-            MAX_EXAMPLES,
             "--seed",
             SEED,
             "--generation-database",
@@ -179,7 +203,8 @@ def fuzz(instance: Path, headers: dict[str, str], config: Path, *checks: str) ->
     """Run Schemathesis against gunicorn; its output, once it found nothing and nothing in the
     server's log is a traceback."""
     started = time.perf_counter()
-    with gunicorn(instance, workers=2) as server:
+    # No runner: the webhooks created here (to any public address) are never delivered.
+    with gunicorn(instance, workers=2, SIT_SCHEDULER_ENABLED="false") as server:
         result = schemathesis(server, headers, config, *checks)
     cases = re.search(r"(\d+) generated", result.stdout)
     print(f"\n{cases and cases.group(0)} cases in {time.perf_counter() - started:.1f} s")

@@ -11,7 +11,8 @@ from sit.extensions import db
 from sit.health import RunnerSeen
 from sit.models import Email
 
-NOBODY = {"runner": None, "pending": 0, "retrying": 0, "overdue": 0, "failed": 0}
+NO_WEBHOOKS = {"pending": 0, "retrying": 0, "overdue": 0, "failed": 0}
+NOBODY = {"runner": None, **NO_WEBHOOKS}
 
 
 @pytest.fixture
@@ -45,7 +46,11 @@ def queue(user, due_at, state="pending"):
 def test_without_a_runner_healthz_is_degraded(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    expected = {"status": "degraded", "database": "ok", "delivery": NOBODY | {"last_error": None}}
+    expected = {
+        "status": "degraded",
+        "database": "ok",
+        "delivery": NOBODY | {"last_error": None, "webhooks": NO_WEBHOOKS},
+    }
     assert response.json == expected
 
 
