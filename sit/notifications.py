@@ -36,9 +36,7 @@ def wanted() -> sa.ColumnElement[bool]:
 
 def supersede_assignment_email(issue: Issue) -> list[int]:
     """Cancel the issue's pending assignment email: the issue was deleted, reassigned or
-    unassigned before it was due. Returns the cancelled emails' ids (none for a new issue)."""
-    if issue.id is None:
-        return []
+    unassigned before it was due. Returns the cancelled emails' ids."""
     pending = (Email.issue_id == issue.id) & (Email.kind == "assignment")
     ids = list(db.session.scalars(sa.select(Email.id).where(pending, Email.state == "pending")))
     if ids:
@@ -60,31 +58,34 @@ def assignment_email(issue: Issue, assignee: User) -> Email:
 
 
 def save_issue(issue: Issue, previous_assignee_id: int | None, assignee: User | None) -> None:
-    """Commit a new or changed issue with the email it causes, then schedule that email.
+    """Commit a new or changed issue with the email it causes and that email's job, in one
+    transaction (one write lock per create: `bench/RESULTS.md`, create req/s).
 
     A new assignee (`assignee`, the user the change names, already loaded) gets an email
     `ASSIGNMENT_EMAIL_DELAY` from now, and any email still pending for the previous one is
     cancelled. Keeping the assignee schedules nothing.
+
+    :raise StaleDataError: another request changed the issue after it was read (nothing is
+        written; the caller rolls back).
     """
-    email, cancelled = None, []
-    if issue.assigned_to_id != previous_assignee_id:
-        cancelled = supersede_assignment_email(issue)
-    db.session.flush()  # a new issue gets its id and issue_id, which its email names
+    new = issue.id is None
+    db.session.flush()  # first the issue: its version check; a new one gets the id its email names
+    jobs = scheduler.get()
+    if not new and issue.assigned_to_id != previous_assignee_id:
+        jobs.unschedule_emails(supersede_assignment_email(issue))
     if assignee is not None and assignee.id != previous_assignee_id:
         email = assignment_email(issue, assignee)
         db.session.add(email)
+        db.session.flush()
+        jobs.schedule_email(email)
     db.session.commit()
-    scheduler.get().unschedule_emails(cancelled)
-    if email is not None:
-        scheduler.get().schedule_email(email)
 
 
 def delete_issue(issue: Issue) -> None:
     """Delete an issue; its pending assignment email is never sent."""
-    cancelled = supersede_assignment_email(issue)
+    scheduler.get().unschedule_emails(supersede_assignment_email(issue))
     db.session.delete(issue)
     db.session.commit()
-    scheduler.get().unschedule_emails(cancelled)
 
 
 def digest_recipients() -> sa.Result[tuple[int, str, int]]:
