@@ -12,7 +12,6 @@ from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from sit import sqlite
 from sit.clock import utcnow
 from sit.extensions import db
 
@@ -79,30 +78,20 @@ class User(db.Model):
 
 
 @functools.cache
-def by_id(model: type[db.Model], lock: bool = False) -> sa.Select[Any]:
-    """The query of one row by its id, built once (SQLAlchemy then reuses its compiled form);
-    with `lock`, `FOR UPDATE` of that row only (not of the rows a joined load adds)."""
-    query = sa.select(model).where(model.id == sa.bindparam("pk"))
-    return query.with_for_update(of=model) if lock else query
+def by_id(model: type[db.Model]) -> sa.Select[Any]:
+    """The query of one row by its id, built once (SQLAlchemy then reuses its compiled form)."""
+    return sa.select(model).where(model.id == sa.bindparam("pk"))
 
 
-def get_or_404(
-    model: type[db.Model], pk: int, read: sa.Select[Any] | None = None, *, lock: bool = False
-) -> Any:
+def get_or_404(model: type[db.Model], pk: int, read: sa.Select[Any] | None = None) -> Any:
     """The row with this id: its ORM object, to change it, or, given `read` (a Core query of
     `:pk`), the row that query reads, only to answer with it (twice as fast).
-
-    With `lock`, no other transaction changes the row from this read until this one ends (a
-    waiting one reads it afterwards): a change applies to the version it read, never fails on a
-    concurrent one. `FOR UPDATE` on PostgreSQL, SQLite's write lock taken first on SQLite.
 
     :raise 404: there is none, or the id is beyond what an id column holds (`MAX_ID`).
     """
     row = None
-    if lock:
-        sqlite.begin_write(db.session)
     if 1 <= pk <= MAX_ID and read is None:
-        row = db.session.execute(by_id(model, lock), {"pk": pk}).scalar_one_or_none()
+        row = db.session.execute(by_id(model), {"pk": pk}).scalar_one_or_none()
     elif 1 <= pk <= MAX_ID:
         row = db.session.connection().execute(read, {"pk": pk}).one_or_none()
     if row is None:
@@ -149,8 +138,8 @@ class Issue(db.Model):
     labels: Mapped[list["Label"]] = relationship(secondary=lambda: issue_labels)
 
     # Every UPDATE and DELETE says "WHERE version = <the version read>", and bumps the version
-    # (the ETag's). Requests read the issue they change locked (`get_own_issue`), so this check
-    # always passes for them; it is the safety net of any other writer.
+    # (the ETag's): a change made after the read fails (`StaleDataError`) and writes nothing,
+    # and `sit.issues.change_own_issue` reads the issue again and retries.
     __mapper_args__ = {"version_id_col": version}
 
     @hybrid_property

@@ -3,7 +3,6 @@
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 # Each connection waits up to this long for another process's write to finish.
 BUSY_TIMEOUT_SECONDS = 30
@@ -23,15 +22,6 @@ def engine_options(uri: str) -> dict[str, Any]:
     if not uri.startswith("sqlite"):
         return {}
     return {"connect_args": {"timeout": BUSY_TIMEOUT_SECONDS, "isolation_level": "IMMEDIATE"}}
-
-
-def begin_write(session: Session) -> None:
-    """On SQLite, take the database's write lock now, before reading rows this transaction will
-    change: pysqlite begins its transaction only at the first write (`engine_options`), so a
-    read before it could be stale by then. PostgreSQL reads such rows `FOR UPDATE` instead."""
-    connection = session.connection()
-    if connection.dialect.name == "sqlite" and not connection.connection.in_transaction:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")  # waits up to the busy timeout
 
 
 def set_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
