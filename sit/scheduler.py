@@ -34,7 +34,7 @@ import os
 import pickle
 import socket
 import threading
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -55,7 +55,6 @@ from sqlalchemy.pool import NullPool
 from sit import clock, health
 from sit.errors import not_migrated
 from sit.extensions import db
-from sit.models import Email
 
 log = logging.getLogger(__name__)
 
@@ -255,9 +254,9 @@ class Scheduler:
             self.aps.shutdown(wait=True)
         self.lock.release()
 
-    def schedule_email(self, email: Email) -> None:
-        """Add, in the transaction that queues the email (`db.session`'s, flushed: the email has
-        its id), the job that sends it when due.
+    def schedule_email(self, email_id: int, to_address: str, due_at: datetime) -> None:
+        """Add, in the transaction that queues the email (`db.session`'s), the job that sends it
+        when due.
 
         The row is written directly, not through `add_job`: that takes APScheduler's job-store
         lock, which the runner's scheduler thread holds while it waits for SQLite's write lock to
@@ -265,16 +264,16 @@ class Scheduler:
         Without that lock nothing waits on this process. The runner sees the job at its next
         sweep (`SWEEP_SECONDS`), as it sees every job another process adds.
         """
-        trigger = DateTrigger(email.due_at, timezone=UTC)
+        trigger = DateTrigger(due_at, timezone=UTC)
         job = Job(
             self.aps,
-            id=f"email-{email.id}",
+            id=f"email-{email_id}",
             func=DELIVER,
             trigger=trigger,
             executor="default",
             args=(),
             kwargs={},
-            name=f"email {email.id} to {email.to_address}",
+            name=f"email {email_id} to {to_address}",
             next_run_time=trigger.run_date,
             **JOB_DEFAULTS,
         )

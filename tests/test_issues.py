@@ -165,6 +165,16 @@ def test_get_one_with_or_without_slash(client, as_bob, new_issue, path):
     assert response.json == issue
 
 
+@pytest.mark.parametrize("method", ["post", "patch", "put"])
+def test_a_write_answers_what_a_read_then_reads(client, as_alice, as_bob, new_issue, method):
+    """A write answers from the issue as it wrote it, without reading it back."""
+    body = {"title": " Ünïcödé ", "description": "", "assigned_to": None, "status": "C"}
+    path = "/api/" if method == "post" else f"/api/{new_issue()['id']}/"
+    written = getattr(client, method)(path, json=body, headers=as_alice)
+    read = client.get(f"/api/{written.json['id']}/", headers=as_bob)
+    assert written.json == read.json and written.headers["ETag"] == read.headers["ETag"]
+
+
 @pytest.mark.parametrize(
     "pk", ["999", "0", "99999999999999999999999", "abc", "-1", "9223372036854775808"]
 )
