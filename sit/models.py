@@ -79,8 +79,10 @@ class User(db.Model):
 
 @functools.cache
 def by_id(model: type[db.Model]) -> sa.Select[Any]:
-    """The query of one row by its id, built once (SQLAlchemy then reuses its compiled form)."""
-    return sa.select(model).where(model.id == sa.bindparam("pk"))
+    """The query of one row by its id, built once (SQLAlchemy then reuses its compiled form);
+    the rows it relates to are loaded only if used: a change needs none, and the ORM's flush
+    then has one object to look at (patch req/s, `bench/RESULTS.md`)."""
+    return sa.select(model).where(model.id == sa.bindparam("pk")).options(sa.orm.lazyload("*"))
 
 
 def get_or_404(model: type[db.Model], pk: int, read: sa.Select[Any] | None = None) -> Any:
