@@ -8,12 +8,13 @@ import sqlalchemy as sa
 from apiflask import APIBlueprint, abort
 from flask import Response, request
 from pydantic import TypeAdapter
+from sqlalchemy.orm.exc import StaleDataError
 
 from sit import errors, events, labels, notifications
 from sit import search as text_search
 from sit.auth import Caller
 from sit.extensions import db, token_auth
-from sit.models import Issue, User, get_or_404
+from sit.models import Issue, Label, User, get_or_404
 from sit.pagination import Order, paginate
 from sit.schemas import (
     CreatedHeaders,
@@ -49,14 +50,14 @@ ORDERS = {
 
 
 def get_own_issue(pk: int) -> Issue:
-    """The issue, for a change by the caller: read locked, so the change applies to the
-    current version whatever other requests change meanwhile (they wait for this one).
+    """The issue, for a change by the caller, read without a lock: the change's `UPDATE` says
+    which version it applies to (`change_own_issue`).
 
     :raise 404: no issue has this id.
     :raise 403: the caller did not create it: only its creator may change or delete an issue.
     :raise 412: `If-Match` names a version of the issue that is no longer current.
     """
-    issue = get_or_404(Issue, pk, lock=True)
+    issue = get_or_404(Issue, pk)
     if issue.created_by_id != token_auth.current_user.id:
         abort(403, f"Only the issue's creator ({issue.creator.username}) may change or delete it.")
     if request.if_match and not request.if_match.contains(issue.etag):
@@ -64,8 +65,32 @@ def get_own_issue(pk: int) -> Issue:
     return issue
 
 
-def named_assignee(fields: dict[str, Any], holder_id: int | None = None) -> User | None:
-    """The user `assigned_to` names, if it names one (whom an assignment email would go to).
+def change_own_issue(pk: int, change: Callable[[Issue], None]) -> Issue:
+    """The caller's issue, read (`get_own_issue`) and changed by `change`, which commits.
+
+    The write applies to the version read, and holds SQLite's write lock only from its first
+    `UPDATE` to its commit (patch req/s, `bench/RESULTS.md`). When another request changed the
+    issue in between, the version check in that `UPDATE` fails, nothing is written, and the
+    issue is read and changed again: a change without `If-Match` then applies to the new
+    version (never a `409`), one whose `If-Match` named the old version is a `412`.
+    """
+    while True:
+        issue = get_own_issue(pk)
+        try:
+            change(issue)
+        except StaleDataError:
+            db.session.rollback()
+            continue
+        return issue
+
+
+# What a change reads of the user it assigns the issue to (a Core row: a create costs less).
+ASSIGNEE = sa.select(User.id, User.email, User.active).where(User.id == sa.bindparam("id"))
+
+
+def named_assignee(fields: dict[str, Any], holder_id: int | None = None) -> sa.Row[Any] | None:
+    """The user `assigned_to` names, if it names one: their id and address (whom an assignment
+    email would go to).
 
     A deactivated user cannot be assigned, but stays on the issues they hold: `holder_id`, the
     issue's assignee so far, may be named again (a `PUT` of the issue as it was read).
@@ -75,7 +100,7 @@ def named_assignee(fields: dict[str, Any], holder_id: int | None = None) -> User
     user_id = fields.get("assigned_to")
     if user_id is None:
         return None
-    user = db.session.get(User, user_id)
+    user = db.session.connection().execute(ASSIGNEE, {"id": user_id}).one_or_none()
     if user is None:
         errors.invalid({"assigned_to": [f"there is no user {user_id}"]})
     if not user.active and user_id != holder_id:
@@ -90,6 +115,11 @@ LISTED = (
     *(Issue.id, Issue.issue_id, Issue.title, Issue.description, Issue.assigned_to_id),
     *(CREATED_BY.label("created_by"), Issue.status, Issue.created_at, Issue.updated_at),
     Issue.comment_count,
+)
+# What a write answers with, of the issue it wrote (and its creator's username, the caller's).
+WRITTEN = (
+    *("id", "issue_id", "title", "description", "assigned_to_id", "status"),
+    *("comment_count", "created_at", "updated_at"),
 )
 # What answering with one issue reads: the listing's columns and the ETag.
 READ_ONE = sa.select(*LISTED, Issue.etag.label("etag")).where(Issue.id == sa.bindparam("pk"))
@@ -138,12 +168,12 @@ def labeled(
     return [SimpleNamespace(**row._mapping, labels=names[row.id]) for row in rows]
 
 
-def read_issue(pk: int, names: list[str] | None = None) -> SimpleNamespace:
-    """The issue as an answer reads it (with its ETag), with its labels' `names` if known.
+def read_issue(pk: int) -> SimpleNamespace:
+    """The issue as an answer reads it (with its ETag), with its labels' names.
 
     :raise 404: no issue has this id.
     """
-    return labeled([get_or_404(Issue, pk, READ_ONE)], None if names is None else {pk: names})[0]
+    return labeled([get_or_404(Issue, pk, READ_ONE)])[0]
 
 
 def page_json(rows: list[sa.Row[Any]]) -> bytes:
@@ -151,6 +181,18 @@ def page_json(rows: list[sa.Row[Any]]) -> bytes:
     pydantic-core: APIFlask would go item by item (a page of 30 takes a third longer)."""
     issues = ISSUE_PAGE.validate_python(labeled(rows), from_attributes=True)
     return ISSUE_PAGE.dump_json(issues) + b"\n"
+
+
+def written(issue: Issue, labels: list[Label]) -> SimpleNamespace:
+    """What a write answers, from the issue as it wrote it and its `labels`: nothing read back
+    and no creator loaded, since only its creator, the caller, writes an issue (create req/s:
+    the read back was a tenth of a create, `bench/RESULTS.md`)."""
+    return SimpleNamespace(
+        **{column: getattr(issue, column) for column in WRITTEN},
+        labels=labels,
+        created_by=token_auth.current_user.username,
+        etag=issue.etag,
+    )
 
 
 def respond(item: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
@@ -189,8 +231,7 @@ def create_issue(json_or_form_data: IssueIn) -> Any:
     issue.change(fields)
     db.session.add(issue)
     notifications.save_issue(issue, None, assignee, events.created())
-    names = [label.name for label in fields["labels"]]  # as set: no need to read them again
-    return respond(read_issue(issue.id, names), 201, {"Location": issue_url(issue.id)})
+    return respond(written(issue, fields["labels"]), 201, {"Location": issue_url(issue.id)})
 
 
 @bp.get(ISSUE)
@@ -228,16 +269,18 @@ def update_issue(pk: int, json_or_form_data: IssuePatch) -> Any:
 @bp.doc(responses=CHANGE_ERRORS)
 def delete_issue(pk: int) -> Any:
     """Delete an issue you created."""
-    notifications.delete_issue(get_own_issue(pk))
+    change_own_issue(pk, notifications.delete_issue)
     return ""
 
 
 def change_issue(pk: int, fields: dict[str, Any]) -> Any:
-    issue = get_own_issue(pk)
-    assignee = named_assignee(fields, issue.assigned_to_id)
-    fields = labels.resolve(fields)
-    happened = events.changed(issue, fields)
-    previous_assignee_id = issue.assigned_to_id
-    issue.change(fields)
-    notifications.save_issue(issue, previous_assignee_id, assignee, happened)
-    return respond(issue)
+    def change(issue: Issue) -> None:
+        assignee = named_assignee(fields, issue.assigned_to_id)
+        resolved = labels.resolve(fields)
+        happened = events.changed(issue, resolved)
+        previous_assignee_id = issue.assigned_to_id
+        issue.change(resolved)
+        notifications.save_issue(issue, previous_assignee_id, assignee, happened)
+
+    issue = change_own_issue(pk, change)
+    return respond(written(issue, issue.labels))

@@ -9,12 +9,15 @@ workers, see `gunicorn.conf.py`) also stand by for the runner lock. The one that
   (`misfire_grace_time=None`), once (`coalesce=True`), never overlapping (`max_instances=1`);
 - writes its heartbeat row every `health.HEARTBEAT_SECONDS`, from a job, so that every worker on
   every host sees which process runs the jobs, and only while its scheduler really runs them;
-- runs a sweep every `SWEEP_SECONDS`: it sends due emails that no job would send (retries, and an
-  email whose job was never added because its process died between the commit and `add_job`),
-  and, being a job, wakes the scheduler, which then sees the jobs other processes added
-  (APScheduler 3 never wakes up for those on its own) long before they are due.
+- runs a sweep every `SWEEP_SECONDS`: it sends due emails that no job would send (retries, and
+  the safety net for any other), and, being a job, wakes the scheduler, which then sees the jobs
+  other processes added (APScheduler 3 never wakes up for those on its own) long before they are
+  due.
 - hands the due webhook messages to their senders every `SWEEP_SECONDS`, from a job of its own
   (`sit.webhooks.sender` sends them on threads of its own: a slow receiver holds up no email).
+
+An email's job is written in the email's own transaction (`MigratedJobStore.add_in`): both are
+committed, or neither.
 
 The runner lock is a file lock among the processes of one host (SQLite), or a PostgreSQL advisory
 lock among the processes of every host that shares the database. When the runner dies the system
@@ -30,19 +33,23 @@ import contextlib
 import fcntl
 import logging
 import os
+import pickle
 import socket
 import threading
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import sqlalchemy as sa
+from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from apscheduler.util import datetime_to_utc_timestamp
 from flask import Flask, current_app
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -50,7 +57,6 @@ from sqlalchemy.pool import NullPool
 from sit import clock, health
 from sit.errors import not_migrated
 from sit.extensions import db
-from sit.models import Email
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,8 @@ DIGEST = "sit.jobs:digest"
 HEARTBEAT = "sit.jobs:heartbeat"
 WEBHOOKS = "sit.jobs:hand_webhooks"
 LOCAL_JOBS = ("sweep", "heartbeat", "webhooks")  # the runner's own, in its memory
+# Every job runs however late (`None`), once for all its missed runs, never overlapping itself.
+JOB_DEFAULTS = {"coalesce": True, "misfire_grace_time": None, "max_instances": 1}
 
 
 class RunnerLock(Protocol):
@@ -181,6 +189,20 @@ class MigratedJobStore(SQLAlchemyJobStore):
     def start(self, scheduler: Any, alias: str) -> None:
         BaseJobStore.start(self, scheduler, alias)  # without SQLAlchemyJobStore's CREATE TABLE
 
+    def add_in(self, connection: sa.Connection, job: Job) -> None:
+        """Write a new job's row as `add_job` does, but through the caller's connection, in its
+        transaction: the job is committed with what it is for, or not at all."""
+        row = {
+            "id": job.id,
+            "next_run_time": datetime_to_utc_timestamp(job.next_run_time),
+            "job_state": pickle.dumps(job.__getstate__(), self.pickle_protocol),
+        }
+        connection.execute(self.jobs_t.insert(), row)
+
+    def remove_in(self, connection: sa.Connection, job_ids: list[str]) -> None:
+        """Delete these jobs' rows, if there, in the caller's transaction."""
+        connection.execute(self.jobs_t.delete().where(self.jobs_t.c.id.in_(job_ids)))
+
 
 def reason(error: Exception) -> str:
     """What stopped the runner, in one line."""
@@ -205,12 +227,13 @@ class Scheduler:
     def __init__(self, app: Flask) -> None:
         self.app = app
         self.lock = runner_lock(app)
+        self.store = MigratedJobStore(engine=db.engine)
         self.aps = BackgroundScheduler(
             jobstores={
-                "default": MigratedJobStore(engine=db.engine),
+                "default": self.store,
                 "local": MemoryJobStore(),  # the runner's own sweep, never shared
             },
-            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
+            job_defaults=JOB_DEFAULTS,
             timezone=UTC,
         )
         self.starting = threading.Lock()
@@ -234,31 +257,37 @@ class Scheduler:
             self.aps.shutdown(wait=True)
         self.lock.release()
 
-    def schedule_email(self, email: Email) -> None:
-        """Add the job that sends a committed email when it is due.
+    def schedule_email(self, email_id: int, to_address: str, due_at: datetime) -> None:
+        """Add, in the transaction that queues the email (`db.session`'s), the job that sends it
+        when due.
 
-        Not inside the email's transaction: on SQLite that transaction holds the database's
-        write lock, and `add_job` waits for APScheduler's job-store lock, which the runner's
-        scheduler thread holds while it waits for the write lock to update a due job (a
-        deadlock until the busy timeout; `make bench` ran into it at 20 creates/s)."""
-        self.start()
-        try:
-            self.aps.add_job(
-                DELIVER,
-                "date",
-                run_date=email.due_at,
-                id=f"email-{email.id}",
-                name=f"email {email.id} to {email.to_address}",
-                replace_existing=True,
-            )
-        except SQLAlchemyError:
-            log.exception("could not add the job of email %d; the sweep sends it", email.id)
+        The row is written directly, not through `add_job`: that takes APScheduler's job-store
+        lock, which the runner's scheduler thread holds while it waits for SQLite's write lock to
+        update a due job, so inside a write transaction it deadlocks until the busy timeout.
+        Without that lock nothing waits on this process. The runner sees the job at its next
+        sweep (`SWEEP_SECONDS`), as it sees every job another process adds.
+        """
+        trigger = DateTrigger(due_at, timezone=UTC)
+        job = Job(
+            self.aps,
+            id=f"email-{email_id}",
+            func=DELIVER,
+            trigger=trigger,
+            executor="default",
+            args=(),
+            kwargs={},
+            name=f"email {email_id} to {to_address}",
+            next_run_time=trigger.run_date,
+            **JOB_DEFAULTS,
+        )
+        self.store.add_in(db.session.connection(), job)
 
     def unschedule_emails(self, email_ids: list[int]) -> None:
-        """Remove the jobs of cancelled emails (a job left behind would find nothing to send)."""
-        for email_id in email_ids:
-            with contextlib.suppress(JobLookupError, SQLAlchemyError):
-                self.aps.remove_job(f"email-{email_id}", jobstore="default")
+        """Remove, in the transaction that cancels them, the jobs of cancelled emails (a job
+        left behind would find nothing to send)."""
+        if email_ids:
+            job_ids = [f"email-{email_id}" for email_id in email_ids]
+            self.store.remove_in(db.session.connection(), job_ids)
 
     def run_soon(self, func: str, job_id: str) -> None:
         """Have the runner, in whichever process it is, run `func` now."""

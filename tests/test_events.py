@@ -129,7 +129,7 @@ def test_a_change_that_fails_records_nothing(client, as_alice, alice, new_issue,
     def broken(*args):
         raise RuntimeError("the email could not be queued")
 
-    monkeypatch.setattr(notifications, "assignment_email", broken)
+    monkeypatch.setattr(notifications, "queue_assignment_email", broken)
     with pytest.raises(RuntimeError):
         client.patch(issue["url"], json={"title": "New", "assigned_to": alice.id}, headers=as_alice)
     db.session.rollback()

@@ -4,6 +4,7 @@ import pytest
 import sqlalchemy as sa
 from helpers import ids, link_map
 
+from sit import issues
 from sit.extensions import db
 from sit.models import Issue
 
@@ -167,6 +168,16 @@ def test_get_one_with_or_without_slash(client, as_bob, new_issue, path):
     assert response.json == issue
 
 
+@pytest.mark.parametrize("method", ["post", "patch", "put"])
+def test_a_write_answers_what_a_read_then_reads(client, as_alice, as_bob, new_issue, method):
+    """A write answers from the issue as it wrote it, without reading it back."""
+    body = {"title": " Ünïcödé ", "description": "", "assigned_to": None, "status": "C"}
+    path = "/api/" if method == "post" else f"/api/{new_issue()['id']}/"
+    written = getattr(client, method)(path, json=body, headers=as_alice)
+    read = client.get(f"/api/{written.json['id']}/", headers=as_bob)
+    assert written.json == read.json and written.headers["ETag"] == read.headers["ETag"]
+
+
 @pytest.mark.parametrize(
     "pk", ["999", "0", "99999999999999999999999", "abc", "-1", "9223372036854775808"]
 )
@@ -307,6 +318,52 @@ def test_a_write_racing_another_is_refused_not_lost(app, client, as_alice, new_i
         with pytest.raises(sa.orm.exc.StaleDataError):
             mine.commit()
     assert client.get(f"/api/{issue['id']}/", headers=as_alice).json["title"] == "Theirs"
+
+
+@pytest.fixture
+def raced(monkeypatch):
+    """Another writer's change (`description`), committed once between a request's read of the
+    issue and its write; returns the ETag each read saw."""
+    seen = []
+    read = issues.get_own_issue
+
+    def read_then_race(pk):
+        issue = read(pk)
+        seen.append(issue.etag)
+        if len(seen) == 1:
+            with sa.orm.Session(db.engine) as theirs:
+                theirs.get(Issue, pk).description = "Theirs"
+                theirs.commit()
+        return issue
+
+    monkeypatch.setattr(issues, "get_own_issue", read_then_race)
+    return seen
+
+
+def test_a_change_raced_by_another_applies_to_the_new_version(client, as_alice, new_issue, raced):
+    issue = new_issue()
+    response = client.patch(f"/api/{issue['id']}/", json={"title": "Mine"}, headers=as_alice)
+    assert response.status_code == 200
+    assert (response.json["title"], response.json["description"]) == ("Mine", "Theirs")
+    assert raced == [f"{issue['issue_id']}-1", f"{issue['issue_id']}-2"]  # read again once
+    assert response.headers["ETag"] == f'"{issue["issue_id"]}-3"'
+
+
+def test_a_delete_raced_by_a_change_still_deletes(client, as_alice, new_issue, raced):
+    issue = new_issue()
+    assert client.delete(f"/api/{issue['id']}/", headers=as_alice).status_code == 204
+    assert len(raced) == 2 and count_issues() == 0
+
+
+def test_a_change_raced_by_another_is_412_when_if_match_named_the_version_read(
+    client, as_alice, new_issue, raced
+):
+    issue = new_issue()
+    path = f"/api/{issue['id']}/"
+    etag = client.get(path, headers=as_alice).headers["ETag"]
+    response = client.patch(path, json={"title": "Mine"}, headers=as_alice | {"If-Match": etag})
+    assert response.status_code == 412
+    assert [(t, d) for _, t, d, *_ in snapshot()] == [("Printer on fire", "Theirs")]
 
 
 @pytest.fixture

@@ -49,6 +49,23 @@ def test_create_with_an_assignee_schedules_one_email_for_them(app, new_issue, bo
     assert jobs() == {f"email-{email.id}": now + delay}
 
 
+def test_the_issue_its_email_and_the_emails_job_are_committed_together(client, as_alice, bob):
+    """One transaction, so one wait for SQLite's write lock, per create."""
+    commits = []
+
+    def count(connection: sa.Connection) -> None:
+        commits.append(connection)
+
+    sa.event.listen(db.engine, "commit", count)
+    try:
+        body = {"title": "t", "assigned_to": bob.id}
+        assert client.post("/api/", json=body, headers=as_alice).status_code == 201
+    finally:
+        sa.event.remove(db.engine, "commit", count)
+    assert len(commits) == 1
+    assert set(jobs()) == {f"email-{outbox()[0].id}"}
+
+
 def test_the_outbox_subject_names_the_new_issue(new_issue):
     issue = new_issue(title="Printer on fire")
     (email,) = outbox()

@@ -105,7 +105,7 @@ def test_a_process_that_does_not_run_jobs_still_stores_them(client, as_alice, bo
     response = client.post("/api/", json={"title": "t", "assigned_to": bob.id}, headers=as_alice)
     assert response.status_code == 201
     assert stored_job_ids() == {"email-1"}
-    assert scheduler.get().aps.state == 2  # STATE_PAUSED: written to the store, never run
+    assert scheduler.get().aps.state != STATE_RUNNING  # written to the store, never run
 
 
 @pytest.mark.parametrize("enabled", [True, False])
