@@ -39,6 +39,7 @@ class Defaults:
     MAIL_CA_FILE = None  # CA certificates (PEM) to trust for the SMTP server; else the system's
     MAIL_TLS_VERIFY = True  # false: the server's certificate and host name go unchecked
     METRICS_TOKEN = None  # when set, /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`
+    PROXY_FIX = None  # "x_for=1,x_proto=1": proxies in front setting each X-Forwarded-* header
     SQLALCHEMY_DATABASE_URI = None  # sqlite:///<instance>/sit.db, filled in by load()
     SECRET_KEY = None  # generated once into <instance>/secret_key, filled in by load()
 
@@ -127,6 +128,22 @@ def parse_ca_file(value: Any) -> str | None:
     return path
 
 
+PROXY_HEADERS = ("x_for", "x_proto", "x_host", "x_port", "x_prefix")
+
+
+def parse_proxy_fix(value: Any) -> dict[str, int] | None:
+    """Werkzeug `ProxyFix`'s hop counts from `x_for=1,x_proto=1`, or None."""
+    if value is None or value == "":
+        return None
+    counts = {}
+    for item in str(value).split(","):
+        name, _, count = (part.strip() for part in item.partition("="))
+        if name not in PROXY_HEADERS or not count.isdigit():
+            raise ValueError(f"{value!r}: give {', '.join(PROXY_HEADERS)} as name=count pairs")
+        counts[name] = int(count)
+    return counts
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "ASSIGNMENT_EMAIL_DELAY": parse_duration,
     "DIGEST_INTERVAL": parse_positive_duration,
@@ -145,6 +162,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "MAIL_CA_FILE": parse_ca_file,
     "MAIL_TLS_VERIFY": parse_bool,
     "METRICS_TOKEN": parse_optional_text,
+    "PROXY_FIX": parse_proxy_fix,
 }
 
 

@@ -47,6 +47,11 @@ ORDERS = {
 }
 
 
+def may_change(issue: Issue | sa.Row[Any], caller: Caller) -> bool:
+    """Whether the caller may change or delete the issue: only its creator may."""
+    return issue.created_by_id == caller.id
+
+
 def get_own_issue(pk: int) -> Issue:
     """The issue, for a change by the caller: read locked, so the change applies to the
     current version whatever other requests change meanwhile (they wait for this one).
@@ -56,7 +61,7 @@ def get_own_issue(pk: int) -> Issue:
     :raise 412: `If-Match` names a version of the issue that is no longer current.
     """
     issue = get_or_404(Issue, pk, lock=True)
-    if issue.created_by_id != token_auth.current_user.id:
+    if not may_change(issue, token_auth.current_user):
         abort(403, f"Only the issue's creator ({issue.creator.username}) may change or delete it.")
     if request.if_match and not request.if_match.contains(issue.etag):
         abort(412, "The issue has changed since you read it (If-Match); fetch it and try again.")
@@ -160,12 +165,7 @@ def list_issues(query_data: IssueQuery) -> Any:
 @bp.output(IssueOut, status_code=201, headers=CreatedHeaders)
 def create_issue(json_or_form_data: IssueIn) -> Any:
     """Create an issue; the caller is its creator."""
-    fields = json_or_form_data.model_dump()
-    assignee = named_assignee(fields)
-    issue = Issue(created_by_id=token_auth.current_user.id)
-    issue.change(fields)
-    db.session.add(issue)
-    notifications.save_issue(issue, previous_assignee_id=None, assignee=assignee)
+    issue = create(json_or_form_data.model_dump())
     return respond(get_or_404(Issue, issue.id, READ_ONE), 201, {"Location": issue_url(issue.id)})
 
 
@@ -210,8 +210,29 @@ def delete_issue(pk: int) -> Any:
 
 def change_issue(pk: int, fields: dict[str, Any]) -> Any:
     issue = get_own_issue(pk)
+    change(issue, fields)
+    return respond(issue)
+
+
+def create(fields: dict[str, Any]) -> Issue:
+    """A new issue by the caller, committed with the email it causes (API and pages alike).
+
+    :raise 400: `assigned_to` names no user, or a deactivated one.
+    """
+    assignee = named_assignee(fields)
+    issue = Issue(created_by_id=token_auth.current_user.id)
+    issue.change(fields)
+    db.session.add(issue)
+    notifications.save_issue(issue, previous_assignee_id=None, assignee=assignee)
+    return issue
+
+
+def change(issue: Issue, fields: dict[str, Any]) -> None:
+    """Change the issue (`get_own_issue`'s) and commit, with the email it causes.
+
+    :raise 400: `assigned_to` names no user, or a deactivated one who does not hold the issue.
+    """
     assignee = named_assignee(fields, issue.assigned_to_id)
     previous_assignee_id = issue.assigned_to_id
     issue.change(fields)
     notifications.save_issue(issue, previous_assignee_id, assignee)
-    return respond(issue)
