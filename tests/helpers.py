@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import requests
+import flask
 import sqlalchemy as sa
 import trustme
 from aiosmtpd.controller import Controller
@@ -413,3 +414,25 @@ def signed_in(url: str, username: str) -> dict[str, str]:
     response = login(url, username)
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['token']}"} | CLOSE
+
+
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token(client: Any, url: str = "/sign-in") -> str:
+    """The CSRF token of the form on a page (the session's: any form of it will do).
+
+    Requests made inside a test's app context share its `g`, where Flask-WTF keeps the token
+    it made last: dropped first, so each client's session gets its own."""
+    flask.g.pop("csrf_token", None)
+    page = client.get(url)
+    assert page.status_code == 200, page.text
+    return CSRF_FIELD.search(page.text).group(1)
+
+
+def web_sign_in(client: Any, username: str, password: str = PASSWORD, **environ: Any) -> Any:
+    """Sign in through the sign-in form; the client then holds the session cookie."""
+    form = {"username": username, "password": password, "csrf_token": csrf_token(client)}
+    signed = client.post("/sign-in", data=form, environ_base=environ)
+    flask.g.pop("csrf_token", None)  # the new session makes its own (see `csrf_token`)
+    return signed
