@@ -18,9 +18,9 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import flask
 import pytest
 import requests
-import flask
 import sqlalchemy as sa
 import trustme
 from aiosmtpd.controller import Controller

@@ -11,7 +11,7 @@ from helpers import CSRF_FIELD, PASSWORD, app_context, bearer, csrf_token, web_s
 from sit.auth import ADDRESS_LIMIT
 from sit.config import ConfigError
 from sit.extensions import db
-from sit.models import Issue, User
+from sit.models import Issue
 
 
 @pytest.fixture

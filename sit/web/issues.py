@@ -56,7 +56,7 @@ def usernames(ids: set[Any]) -> dict[int, str]:
     named = sa.select(User.id, User.username).where(
         User.id.in_({i for i in ids if isinstance(i, int)})
     )
-    return {pk: username for pk, username in db.session.execute(named)}
+    return dict(db.session.execute(named).all())
 
 
 @bp.get("/issues/<int:pk>")
