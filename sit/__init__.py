@@ -11,11 +11,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from sit import (
     auth,
     cli,
+    comments,
     config,
     docs,
     errors,
+    events,
     health,
     issues,
+    labels,
     metrics,
     scheduler,
     search,
@@ -82,6 +85,9 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrations: bool = 
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(issues.bp)
+    app.register_blueprint(comments.bp)
+    app.register_blueprint(events.bp)
+    app.register_blueprint(labels.bp)
     app.register_blueprint(users.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(unsubscribe.bp)

@@ -60,7 +60,8 @@ def header(kind: str, description: str) -> dict[str, Any]:
     return {"required": True, "description": description, "schema": {"type": kind}}
 
 
-CONDITIONS = {  # the conditional request headers `sit.issues` honours, by method
+CONDITIONAL = ("/api/{pk}/", "/api/{pk}/comments/{cid}/")  # issues and comments have ETags
+CONDITIONS = {  # the conditional request headers they honour, by method
     "get": ("If-None-Match", "An ETag the caller has: `304` while it is current"),
     "put": ("If-Match", "The ETag the change is based on: `412` when it is no longer current"),
     "patch": ("If-Match", "The ETag the change is based on: `412` when it is no longer current"),
@@ -141,7 +142,7 @@ def complete(spec: dict[str, Any]) -> dict[str, Any]:
             operation["operationId"], home = ids[path, method]
             if path != home:
                 operation["description"] = f"The same as `{method.upper()} {home}`."
-            if path == "/api/{pk}/" and method in CONDITIONS:
+            if path in CONDITIONAL and method in CONDITIONS:
                 operation.setdefault("parameters", []).append(conditional(method))
             responses = operation.setdefault("responses", {})
             responses.setdefault("503", unavailable())

@@ -1,6 +1,7 @@
 """The issue API: anyone signed in reads every issue; only its creator changes or deletes it."""
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -8,7 +9,7 @@ from apiflask import APIBlueprint, abort
 from flask import Response, request
 from pydantic import TypeAdapter
 
-from sit import errors, notifications
+from sit import errors, events, labels, notifications
 from sit import search as text_search
 from sit.auth import Caller
 from sit.extensions import db, token_auth
@@ -93,6 +94,7 @@ CREATED_BY = sa.select(User.username).where(User.id == Issue.created_by_id).scal
 LISTED = (
     *(Issue.id, Issue.issue_id, Issue.title, Issue.description, Issue.assigned_to_id),
     *(CREATED_BY.label("created_by"), Issue.status, Issue.created_at, Issue.updated_at),
+    Issue.comment_count,
 )
 # What answering with one issue reads: the listing's columns and the ETag.
 READ_ONE = sa.select(*LISTED, Issue.etag.label("etag")).where(Issue.id == sa.bindparam("pk"))
@@ -120,29 +122,45 @@ def search(query: IssueQuery, me: Caller) -> tuple[sa.Select[Any], Callable[[], 
     """The listing's filters and search words, as one unexecuted query (paginate orders it),
     and, for a search, how to count its issues when quicker than counting the query."""
     where = filters(query, me)
-    listed = sa.select(*LISTED).where(*Issue.having(where))
+    listed = sa.select(*LISTED).where(*Issue.having(where), *labels.having(query.label))
     if query.q is None:
         return listed, None
     found = text_search.find(db.session.connection(), query.q, where)
-    return listed.where(found.where), found.count
+    return listed.where(found.where), None if query.label else found.count
 
 
 ISSUE_PAGE = TypeAdapter(list[IssueOut])
 
 
+def labeled(rows: list[sa.Row[Any]]) -> list[SimpleNamespace]:
+    """The issues the rows read, each with its labels' names, read in one query for them all."""
+    names = labels.names_by_issue([row.id for row in rows])
+    return [SimpleNamespace(**row._mapping, labels=names[row.id]) for row in rows]
+
+
+def read_issue(pk: int) -> SimpleNamespace:
+    """The issue as an answer reads it (with its ETag).
+
+    :raise 404: no issue has this id.
+    """
+    return labeled([get_or_404(Issue, pk, READ_ONE)])[0]
+
+
 def page_json(rows: list[sa.Row[Any]]) -> bytes:
     """A page of issues as JSON, as `@bp.output` documents it, validated and written whole by
     pydantic-core: APIFlask would go item by item (a page of 30 takes a third longer)."""
-    return ISSUE_PAGE.dump_json(ISSUE_PAGE.validate_python(rows, from_attributes=True)) + b"\n"
+    issues = ISSUE_PAGE.validate_python(labeled(rows), from_attributes=True)
+    return ISSUE_PAGE.dump_json(issues) + b"\n"
 
 
-def respond(issue: Issue, status: int = 200, headers: dict[str, str] | None = None) -> Any:
-    """The issue with its ETag; `304` when the caller's `If-None-Match` already has it."""
-    if request.method in ("GET", "HEAD") and request.if_none_match.contains_weak(issue.etag):
+def respond(item: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
+    """The issue (or comment) with its ETag; `304` when the caller's `If-None-Match` already
+    has it."""
+    if request.method in ("GET", "HEAD") and request.if_none_match.contains_weak(item.etag):
         response = Response(status=304)
-        response.set_etag(issue.etag)
+        response.set_etag(item.etag)
         return response
-    return issue, status, {"ETag": f'"{issue.etag}"', **(headers or {})}
+    return item, status, {"ETag": f'"{item.etag}"', **(headers or {})}
 
 
 @bp.get("/")
@@ -166,7 +184,7 @@ def list_issues(query_data: IssueQuery) -> Any:
 def create_issue(json_or_form_data: IssueIn) -> Any:
     """Create an issue; the caller is its creator."""
     issue = create(json_or_form_data.model_dump())
-    return respond(get_or_404(Issue, issue.id, READ_ONE), 201, {"Location": issue_url(issue.id)})
+    return respond(read_issue(issue.id), 201, {"Location": issue_url(issue.id)})
 
 
 @bp.get(ISSUE)
@@ -175,7 +193,7 @@ def create_issue(json_or_form_data: IssueIn) -> Any:
 @bp.doc(responses=NOT_MODIFIED)
 def get_issue(pk: int) -> Any:
     """Get one issue."""
-    return respond(get_or_404(Issue, pk, READ_ONE))
+    return respond(read_issue(pk))
 
 
 @bp.put(ISSUE)
@@ -215,24 +233,30 @@ def change_issue(pk: int, fields: dict[str, Any]) -> Any:
 
 
 def create(fields: dict[str, Any]) -> Issue:
-    """A new issue by the caller, committed with the email it causes (API and pages alike).
+    """A new issue by the caller, committed with its history's first event and the email it
+    causes (API and pages alike).
 
-    :raise 400: `assigned_to` names no user, or a deactivated one.
+    :raise 400: `assigned_to` names no user, or a deactivated one; `labels` names no label.
     """
+    fields = labels.resolve(fields)
     assignee = named_assignee(fields)
     issue = Issue(created_by_id=token_auth.current_user.id)
     issue.change(fields)
     db.session.add(issue)
-    notifications.save_issue(issue, previous_assignee_id=None, assignee=assignee)
+    notifications.save_issue(issue, None, assignee, events.created())
     return issue
 
 
 def change(issue: Issue, fields: dict[str, Any]) -> None:
-    """Change the issue (`get_own_issue`'s) and commit, with the email it causes.
+    """Change the issue (`get_own_issue`'s) and commit, with the events and the email it
+    causes.
 
-    :raise 400: `assigned_to` names no user, or a deactivated one who does not hold the issue.
+    :raise 400: `assigned_to` names no user, or a deactivated one who does not hold the issue;
+        `labels` names no label.
     """
     assignee = named_assignee(fields, issue.assigned_to_id)
+    fields = labels.resolve(fields)
+    happened = events.changed(issue, fields)
     previous_assignee_id = issue.assigned_to_id
     issue.change(fields)
-    notifications.save_issue(issue, previous_assignee_id, assignee)
+    notifications.save_issue(issue, previous_assignee_id, assignee, happened)

@@ -146,7 +146,10 @@ class Issue(db.Model):
     creator: Mapped[User] = relationship(
         foreign_keys=[created_by_id], lazy="joined", innerjoin=True
     )
-    labels: Mapped[list["Label"]] = relationship(secondary=lambda: issue_labels)
+    # passive_deletes: the database drops a deleted issue's labelling (ON DELETE CASCADE)
+    labels: Mapped[list["Label"]] = relationship(
+        secondary=lambda: issue_labels, passive_deletes=True
+    )
 
     # Every UPDATE and DELETE says "WHERE version = <the version read>", and bumps the version
     # (the ETag's). Requests read the issue they change locked (`get_own_issue`), so this check
@@ -170,9 +173,26 @@ class Issue(db.Model):
         return [getattr(cls, column) == value for column, value in values.items()]
 
     def change(self, fields: dict[str, Any]) -> None:
-        """Set the given writable fields (`assigned_to` is a user id or None)."""
+        """Set the given writable fields (`assigned_to` is a user id or None, `labels` a list of
+        `Label`s). A new set of labels counts as a change of the issue's row too: it moves
+        `updated_at`, and so the version (the ETag)."""
         for name, value in fields.items():
-            setattr(self, "assigned_to_id" if name == "assigned_to" else name, value)
+            if name == "labels":
+                self.relabel(value)
+            else:
+                setattr(self, "assigned_to_id" if name == "assigned_to" else name, value)
+
+    def relabel(self, labels: list["Label"]) -> None:
+        """A new set of labels (the same set again changes nothing): the row's `updated_at` moves,
+        and so its version."""
+        if set(labels) != set(self.labels):
+            self.labels = labels
+            self.updated_at = utcnow()
+
+
+# Only whether the issue exists, for `get_or_404(Issue, pk, ISSUE_EXISTS)` before listing its
+# comments or history.
+ISSUE_EXISTS = sa.select(Issue.id).where(Issue.id == sa.bindparam("pk"))
 
 
 class Comment(db.Model):
@@ -196,6 +216,16 @@ class Comment(db.Model):
     issue: Mapped[Issue] = relationship()
 
     __mapper_args__ = {"version_id_col": version}  # the ETag's, as for issues
+
+    @property
+    def etag(self) -> str:
+        """Changes whenever the comment changes, and differs between comments."""
+        return f"comment-{self.id}-{self.version}"
+
+    def edit(self, body: str, now: datetime) -> None:
+        """A new text, edited `now`; the same text again changes nothing."""
+        if body != self.body:
+            self.body, self.updated_at = body, now
 
 
 class Event(db.Model):

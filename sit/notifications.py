@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from flask import current_app
 
-from sit import clock, scheduler
+from sit import clock, events, scheduler
 from sit.extensions import db
 from sit.mail.messages import assignment_subject, digest_subject
 from sit.models import NOTIFY, Email, Issue, User
@@ -59,8 +59,14 @@ def assignment_email(issue: Issue, assignee: User) -> Email:
     )
 
 
-def save_issue(issue: Issue, previous_assignee_id: int | None, assignee: User | None) -> None:
-    """Commit a new or changed issue with the email it causes, then schedule that email.
+def save_issue(
+    issue: Issue,
+    previous_assignee_id: int | None,
+    assignee: User | None,
+    happened: list[events.Pending],
+) -> None:
+    """Commit a new or changed issue with the events it records (`sit.events`) and the email it
+    causes, then schedule that email.
 
     A new assignee (`assignee`, the user the change names, already loaded) gets an email
     `ASSIGNMENT_EMAIL_DELAY` from now, and any email still pending for the previous one is
@@ -69,7 +75,8 @@ def save_issue(issue: Issue, previous_assignee_id: int | None, assignee: User | 
     email, cancelled = None, []
     if issue.assigned_to_id != previous_assignee_id:
         cancelled = supersede_assignment_email(issue)
-    db.session.flush()  # a new issue gets its id and issue_id, which its email names
+    db.session.flush()  # a new issue gets its id and issue_id, which its events and email name
+    events.write(issue.id, happened)
     if assignee is not None and assignee.id != previous_assignee_id:
         email = assignment_email(issue, assignee)
         db.session.add(email)

@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    ValidationInfo,
     computed_field,
     field_validator,
     model_validator,
@@ -28,7 +29,9 @@ from sit import errors
 from sit.models import MAX_ID
 
 STATUS_ALIASES = {"o": "O", "open": "O", "c": "C", "closed": "C"}
-READ_ONLY_FIELDS = frozenset({"id", "issue_id", "created_by", "created_at", "updated_at", "url"})
+READ_ONLY_FIELDS = frozenset(
+    {"id", "issue_id", "created_by", "created_at", "updated_at", "url", "comments"}
+)
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
@@ -124,6 +127,41 @@ Timestamp = Annotated[  # UTC, to the second: 2026-11-24T09:30:00Z
 ]
 
 
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("may not be blank")
+    return value
+
+
+def _repeated(value: Any, info: ValidationInfo) -> Any:
+    """A list, given in a query string or a form as a repeated parameter (`label=a&label=b`),
+    of which APIFlask passes on the first only; an empty one (`labels=`) is an empty list."""
+    if not (isinstance(value, str) and has_request_context()):
+        return value
+    for given in (request.args, request.form):
+        if given.get(info.field_name) == value:
+            return [item for item in given.getlist(info.field_name) if item]
+    return value
+
+
+def _names(value: Any) -> Any:
+    """Labels (or their names), as their names in alphabetical order."""
+    return sorted((getattr(label, "name", label) for label in value), key=str.casefold)
+
+
+CommentBody = Annotated[
+    str, StringConstraints(min_length=1, max_length=65_536), AfterValidator(_not_blank), *NUL_FREE
+]
+LabelName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50), *NUL_FREE
+]
+LabelNames = Annotated[list[LabelName], BeforeValidator(_repeated)]
+Color = Annotated[
+    str, *matching(r"^#[0-9a-fA-F]{6}$", "a color as #rrggbb"), AfterValidator(str.lower)
+]
+Description = Annotated[str, StringConstraints(max_length=255), *NUL_FREE]
+
+
 def issue_url(pk: int) -> str:
     """An issue's address under `PUBLIC_URL`, never under the request's Host header."""
     return f"{current_app.config['PUBLIC_URL']}/api/{pk}/"
@@ -137,6 +175,16 @@ def issue_page_url(pk: int) -> str:
 def user_url(pk: int) -> str:
     """A user's address under `PUBLIC_URL`, as `issue_url`."""
     return f"{current_app.config['PUBLIC_URL']}/api/users/{pk}/"
+
+
+def comment_url(issue: int, pk: int) -> str:
+    """A comment's address under `PUBLIC_URL`, as `issue_url`."""
+    return f"{current_app.config['PUBLIC_URL']}/api/{issue}/comments/{pk}/"
+
+
+def label_url(pk: int) -> str:
+    """A label's address under `PUBLIC_URL`, as `issue_url`."""
+    return f"{current_app.config['PUBLIC_URL']}/api/labels/{pk}/"
 
 
 class WritableIssue(BaseModel):
@@ -159,6 +207,7 @@ class IssueIn(WritableIssue):
     description: Text = ""
     assigned_to: UserRef = Field(default=None, description="A user's id, or null")
     status: Status = Field(default="O", description="O (open) or C (closed); open/closed too")
+    labels: LabelNames = Field(default=[], description="Names of labels, ignoring case: the set")
 
 
 def refuse_null(value: Any) -> Any:
@@ -182,8 +231,13 @@ class IssuePatch(WritableIssue):
     description: Text | SkipJsonSchema[None] = None
     assigned_to: UserRef = Field(default=None, description="A user's id, or null")
     status: Status | SkipJsonSchema[None] = Field(default=None, description="O, C, open or closed")
+    labels: LabelNames | SkipJsonSchema[None] = Field(
+        default=None, description="Names of labels, ignoring case: the new set"
+    )
 
-    _not_null = field_validator("title", "description", "status", mode="before")(refuse_null)
+    _not_null = field_validator("title", "description", "status", "labels", mode="before")(
+        refuse_null
+    )
 
 
 class Output(BaseModel):
@@ -202,6 +256,10 @@ class IssueOut(Output):
         validation_alias=AliasChoices("created_by", AliasPath("creator", "username"))
     )
     status: Literal["O", "C"]
+    labels: Annotated[list[str], BeforeValidator(_names)] = Field(
+        description="Its labels' names, alphabetically"
+    )
+    comments: int = Field(validation_alias="comment_count", description="How many comments")
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -223,6 +281,9 @@ class PageQuery(BaseModel):
 
 class IssueQuery(PageQuery):
     status: Status | None = None
+    label: LabelNames = Field(
+        default=[], description="Issues with this label (repeat: with all of them), or `none`"
+    )
     assigned_to: Literal["me", "none"] | DbId | None = Field(
         default=None, description="A user's id, `me` or `none`"
     )
@@ -237,6 +298,85 @@ class UserOut(Output):
     username: str
     first_name: str
     last_name: str
+
+
+class CommentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    body: CommentBody = Field(description="1 to 65,536 characters, not all blank")
+
+
+class CommentOut(Output):
+    id: int
+    issue: int = Field(validation_alias="issue_id", description="The issue's id")
+    author: UserOut
+    body: str
+    created_at: Timestamp
+    updated_at: Timestamp
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def url(self) -> str:
+        return comment_url(self.issue, self.id)
+
+
+EVENTS = (
+    *("created", "renamed", "edited", "assigned", "closed", "reopened"),
+    *("labeled", "unlabeled", "commented", "comment_deleted"),
+)
+
+
+class EventOut(Output):
+    """One thing that happened to an issue; each kind has its own fields, and only those."""
+
+    id: int
+    event: Literal[EVENTS]  # type: ignore[valid-type]
+    actor: UserOut
+    created_at: Timestamp
+    from_: str | UserOut | None = Field(
+        default=None,
+        alias="from",
+        description="renamed: the old title; assigned: the previous assignee, or null",
+    )
+    to: str | UserOut | None = Field(
+        default=None, description="renamed: the new title; assigned: the new assignee, or null"
+    )
+    label: str | None = Field(default=None, description="labeled, unlabeled: the label's name")
+    comment: int | None = Field(
+        default=None, description="commented, comment_deleted: the comment's id"
+    )
+
+
+class LabelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: LabelName = Field(description="Unique ignoring case; not `none`")
+    color: Color = "#ededed"
+    description: Description = ""
+
+
+class LabelPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_defaults)
+
+    name: LabelName | SkipJsonSchema[None] = Field(
+        default=None, description="Unique ignoring case; not `none`"
+    )
+    color: Color | SkipJsonSchema[None] = None
+    description: Description | SkipJsonSchema[None] = None
+
+    _not_null = field_validator("*", mode="before")(refuse_null)
+
+
+class LabelOut(Output):
+    id: int
+    name: str
+    color: str
+    description: str
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def url(self) -> str:
+        return label_url(self.id)
 
 
 class MeOut(UserOut):
@@ -364,5 +504,17 @@ class CreatedHeaders(IssueHeaders):
     location: str = Field(alias="Location", description="The new issue's URL")
 
 
+class CommentHeaders(BaseModel):
+    etag: str = Field(alias="ETag", description="Changes whenever the comment changes")
+
+
+class CommentCreatedHeaders(CommentHeaders):
+    location: str = Field(alias="Location", description="The new comment's URL")
+
+
 class UserCreatedHeaders(BaseModel):
     location: str = Field(alias="Location", description="The new user's URL")
+
+
+class LabelCreatedHeaders(BaseModel):
+    location: str = Field(alias="Location", description="The new label's URL")

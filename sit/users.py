@@ -30,6 +30,7 @@ from sit.schemas import (
 
 bp = APIBlueprint("users", __name__, tag="Users", url_prefix="/api/users")
 BY_ID = Order("id", (User.id,), descending=False)
+PUBLIC = (User.id, User.username, User.first_name, User.last_name)  # what `UserOut` shows
 
 ADMINS_ONLY = {403: "Only admins create and change other users"}
 CHANGE_ERRORS = {
@@ -43,6 +44,22 @@ def shown(user: User) -> UserOut:
     """The user as the caller may see them: the account's fields only to themselves and admins."""
     me = token_auth.current_user
     return (MeOut if me.is_admin or me.id == user.id else UserOut).model_validate(user)
+
+
+def public_columns(role: str) -> list[sa.Label[Any]]:
+    """A user's `PUBLIC` columns, named for their role in a listing's row (`author_username`)."""
+    return [column.label(f"{role}_{column.key}") for column in PUBLIC]
+
+
+def public_user(row: sa.Row[Any], role: str) -> dict[str, Any]:
+    """The user a listing's row names by `public_columns(role)`, as `UserOut` reads them."""
+    return {column.key: row._mapping[f"{role}_{column.key}"] for column in PUBLIC}
+
+
+def public_users(ids: set[int]) -> dict[int, dict[str, Any]]:
+    """These users as `UserOut` reads them, by id, in one query."""
+    rows = db.session.execute(sa.select(*PUBLIC).where(User.id.in_(ids))) if ids else []
+    return {row.id: row._asdict() for row in rows}
 
 
 def require_admin() -> None:
@@ -85,8 +102,7 @@ def other_active_admins(user: User) -> list[int]:
 @bp.output(list[UserOut], headers=PageHeaders)
 def list_users(query_data: PageQuery) -> Any:
     """List the active users (who can be assigned), by id."""
-    listed = (User.id, User.username, User.first_name, User.last_name)
-    active = sa.select(*listed).where(User.active)
+    active = sa.select(*PUBLIC).where(User.active)
     items, headers = paginate(active, query_data, BY_ID)
     return items, 200, headers
 

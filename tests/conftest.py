@@ -156,6 +156,17 @@ def carol(app: Any) -> User:
 
 
 @pytest.fixture
+def root(app: Any) -> User:
+    """An admin."""
+    return create_user("root", "root@example.com", PASSWORD, "Ro", "Ot", is_admin=True)
+
+
+@pytest.fixture
+def as_root(root: User) -> dict[str, str]:
+    return bearer(root)
+
+
+@pytest.fixture
 def as_alice(alice: User) -> dict[str, str]:
     return bearer(alice)
 

@@ -113,6 +113,21 @@ def ids(response: Any) -> list[int]:
     return [item["id"] for item in response.json]
 
 
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    """The SQL statements the app's engine runs meanwhile (an executemany once)."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", record)
+
+
 def link_map(response: Any) -> dict[str, str]:
     """A listing's Link header: the URL of each rel, as a path under PUBLIC_URL."""
     parts = [part.split("; ") for part in response.headers["Link"].split(", ")]

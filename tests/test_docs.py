@@ -6,17 +6,9 @@ import re
 import pytest
 from openapi_spec_validator import validate
 
-API_RULES = [
-    "/get-token/",
-    "/",
-    "/api/",
-    "/api/{pk}/",
-    "/api/users/",
-    "/api/users/{pk}/",
-    "/api/users/me/",
-    "/api/users/me/password",
-    "/healthz",
-]
+# The blueprints of what is not the API: the document itself, its page's assets, Prometheus's
+# metrics and the unsubscribe pages a mail client opens.
+NOT_API = {"openapi", "docs_assets", "metrics", "unsubscribe"}
 
 
 def documented_path(rule):
@@ -36,11 +28,14 @@ def test_document_is_valid_openapi(spec):
 
 
 def test_every_path_and_method_is_documented(app, spec):
+    checked = 0
     for rule in app.url_map.iter_rules():
-        path = documented_path(rule)
-        if path in API_RULES:
+        if rule.endpoint.split(".")[0] not in NOT_API:
+            path = documented_path(rule)
             documented = {m.upper() for m in spec["paths"][path]}
             assert rule.methods - {"HEAD", "OPTIONS"} <= documented, path
+            checked += 1
+    assert checked >= 25
 
 
 def test_every_operation_is_named_after_its_view(app, spec):

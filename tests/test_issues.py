@@ -35,10 +35,13 @@ def test_create_answers_201_with_the_issue_and_its_location(client, as_alice, bo
         "assigned_to",
         "created_by",
         "status",
+        "labels",
+        "comments",
         "created_at",
         "updated_at",
         "url",
     ]
+    assert (issue["labels"], issue["comments"]) == ([], 0)
     assert issue["created_by"] == "alice"
     assert issue["assigned_to"] == bob.id
     assert issue["status"] == "O"

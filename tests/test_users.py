@@ -17,16 +17,6 @@ PUBLIC = {"id", "username", "first_name", "last_name"}
 ACCOUNT = PUBLIC | {"email", "is_admin", "active", "notify_assignments", "notify_digest"}
 
 
-@pytest.fixture
-def root(app):
-    return create_user("root", "root@example.com", PASSWORD, "Ro", "Ot", is_admin=True)
-
-
-@pytest.fixture
-def as_root(root):
-    return bearer(root)
-
-
 def reload(user):
     db.session.expire_all()
     return db.session.get(User, user.id)

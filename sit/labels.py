@@ -1,0 +1,161 @@
+"""Labels: everyone reads them, admins manage them; an issue carries a set of them, by name
+(ignoring case), set by whoever may edit the issue; the listing filters by them (`having`)."""
+
+from typing import Any
+
+import sqlalchemy as sa
+from apiflask import APIBlueprint, abort
+from sqlalchemy.exc import IntegrityError
+
+from sit import errors
+from sit.extensions import db, token_auth
+from sit.models import Issue, Label, get_or_404, issue_labels
+from sit.pagination import Order, paginate
+from sit.schemas import (
+    LabelCreatedHeaders,
+    LabelIn,
+    LabelOut,
+    LabelPatch,
+    PageHeaders,
+    PageQuery,
+    label_url,
+)
+
+bp = APIBlueprint("labels", __name__, tag="Labels", url_prefix="/api/labels")
+
+NO_LABEL = "none"  # `?label=none`: issues without any label; no label may be named so
+BY_NAME = Order("name", (Label.folded,), descending=False)
+LISTED = (Label.id, Label.name, Label.folded, Label.color, Label.description)
+ADMINS_ONLY = {403: "Only admins manage labels"}
+CHANGE_ERRORS = {**ADMINS_ONLY, 409: "Another label has this name (ignoring case)"}
+
+
+def named(names: list[str]) -> list[Label]:
+    """The labels with these names, ignoring case.
+
+    :raise 400: a name is no label's.
+    """
+    folded = {name.casefold(): name for name in names}
+    found = list(db.session.scalars(sa.select(Label).where(Label.folded.in_(folded))))
+    unknown = set(folded) - {label.folded for label in found}
+    if unknown:
+        missing = ", ".join(sorted(folded[name] for name in unknown))
+        errors.invalid({"labels": [f"no label is named {missing}"]})
+    return found
+
+
+def resolve(fields: dict[str, Any]) -> dict[str, Any]:
+    """An issue's writable fields with `labels`, if given, as the labels they name.
+
+    :raise 400: a name is no label's.
+    """
+    return fields | {"labels": named(fields["labels"])} if "labels" in fields else fields
+
+
+def names_by_issue(ids: list[int]) -> dict[int, list[str]]:
+    """The names of the labels of each of these issues, in one query."""
+    query = sa.select(issue_labels.c.issue_id, Label.name).join(Label)
+    names: dict[int, list[str]] = {pk: [] for pk in ids}
+    for pk, name in db.session.execute(query.where(issue_labels.c.issue_id.in_(ids))):
+        names[pk].append(name)
+    return names
+
+
+def having(names: list[str]) -> list[sa.ColumnElement[bool]]:
+    """The listing's `?label=` filters: issues with each of these labels (an unknown one: no
+    issue), or, for `none`, without any label."""
+    if not names:
+        return []
+    carries = sa.exists().where(issue_labels.c.issue_id == Issue.id)
+    folded = {name.casefold() for name in names}
+    wanted = folded - {NO_LABEL}
+    ids = list(db.session.scalars(sa.select(Label.id).where(Label.folded.in_(wanted))))
+    if len(ids) < len(wanted):
+        return [sa.false()]
+    labeled = [carries.where(issue_labels.c.label_id == pk) for pk in ids]
+    return [*labeled, ~carries] if NO_LABEL in folded else labeled
+
+
+def require_admin() -> None:
+    """:raise 403: the caller is not an admin."""
+    if not token_auth.current_user.is_admin:
+        abort(403, "Only admins create, change and delete labels.")
+
+
+def save(label: Label) -> None:
+    """Commit a new or changed label.
+
+    :raise 400: it is named `none`, which `?label=none` means.
+    :raise 409: another label has its name, ignoring case (the unique `folded` says so).
+    """
+    if label.folded == NO_LABEL:
+        errors.invalid({"name": [f"{NO_LABEL!r} is the listing's word for no label"]})
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        abort(409, f"A label is named {label.name!r} already (ignoring case).")
+
+
+@bp.get("/")
+@bp.auth_required(token_auth)
+@bp.input(PageQuery, location="query")
+@bp.output(list[LabelOut], headers=PageHeaders)
+def list_labels(query_data: PageQuery) -> Any:
+    """List the labels, by name."""
+    rows, headers = paginate(sa.select(*LISTED), query_data, BY_NAME)
+    return rows, 200, headers
+
+
+@bp.post("/")
+@bp.auth_required(token_auth)
+@bp.input(LabelIn, location="json_or_form")
+@bp.output(LabelOut, status_code=201, headers=LabelCreatedHeaders)
+@bp.doc(responses=CHANGE_ERRORS)
+def create_label(json_or_form_data: LabelIn) -> Any:
+    """Create a label (admins)."""
+    require_admin()
+    fields = json_or_form_data.model_dump()
+    label = Label(color=fields["color"], description=fields["description"])
+    label.rename(fields["name"])
+    db.session.add(label)
+    save(label)
+    return label, 201, {"Location": label_url(label.id)}
+
+
+@bp.get("/<int:pk>/")
+@bp.auth_required(token_auth)
+@bp.output(LabelOut)
+def get_label(pk: int) -> Label:
+    """Get one label."""
+    return get_or_404(Label, pk)
+
+
+@bp.patch("/<int:pk>/")
+@bp.auth_required(token_auth)
+@bp.input(LabelPatch, location="json_or_form")
+@bp.output(LabelOut)
+@bp.doc(responses=CHANGE_ERRORS)
+def update_label(pk: int, json_or_form_data: LabelPatch) -> Label:
+    """Rename a label, or change its color or description (admins)."""
+    require_admin()
+    label = get_or_404(Label, pk)
+    fields = json_or_form_data.model_dump(exclude_unset=True)
+    if "name" in fields:
+        label.rename(fields.pop("name"))
+    for name, value in fields.items():
+        setattr(label, name, value)
+    save(label)
+    return label
+
+
+@bp.delete("/<int:pk>/")
+@bp.auth_required(token_auth)
+@bp.output({}, status_code=204)
+@bp.doc(responses=ADMINS_ONLY)
+def delete_label(pk: int) -> Any:
+    """Delete a label, and take it off every issue (admins)."""
+    require_admin()
+    db.session.delete(get_or_404(Label, pk))
+    db.session.commit()
+    return ""

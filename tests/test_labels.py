@@ -1,0 +1,255 @@
+"""Labels: admins manage them, everyone reads them; an issue carries a set of them by name."""
+
+import pytest
+from helpers import ids, link_map, statements
+
+
+@pytest.fixture
+def label(client, as_root):
+    """Create a label as an admin; its JSON."""
+
+    def create(name, **fields):
+        response = client.post("/api/labels/", json={"name": name, **fields}, headers=as_root)
+        assert response.status_code == 201, response.json
+        return response.json
+
+    return create
+
+
+def test_an_admin_creates_a_label(client, as_root, as_alice):
+    body = {"name": "Bug", "color": "#D73A4A", "description": "Something is broken"}
+    response = client.post("/api/labels/", json=body, headers=as_root)
+    assert response.status_code == 201
+    made = response.json
+    assert made == body | {
+        "id": made["id"],
+        "color": "#d73a4a",
+        "url": response.headers["Location"],
+    }
+    assert made["url"] == f"http://sit.test/api/labels/{made['id']}/"
+    assert client.get(made["url"], headers=as_alice).json == made
+
+
+def test_defaults_and_a_form(client, as_root):
+    response = client.post("/api/labels/", data={"name": "ui"}, headers=as_root)
+    assert (response.json["color"], response.json["description"]) == ("#ededed", "")
+
+
+def test_everyone_lists_labels_by_name_paged(client, as_alice, label):
+    for name in ("printer", "Bug", "ui"):
+        label(name)
+    listed = client.get("/api/labels/?per_page=2", headers=as_alice)
+    assert [item["name"] for item in listed.json] == ["Bug", "printer"]
+    assert listed.headers["X-Total-Count"] == "3"
+    rest = client.get(link_map(listed)["next"], headers=as_alice)
+    assert [item["name"] for item in rest.json] == ["ui"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/labels/", {"name": "mine"}),
+        ("PATCH", "/api/labels/{pk}/", {"name": "mine"}),
+        ("DELETE", "/api/labels/{pk}/", None),
+    ],
+)
+def test_only_admins_manage_labels(client, as_alice, label, method, path, body):
+    made = label("bug")
+    response = client.open(path.format(pk=made["id"]), method=method, json=body, headers=as_alice)
+    assert response.status_code == 403
+    assert response.mimetype == "application/problem+json"
+    assert [item["name"] for item in client.get("/api/labels/", headers=as_alice).json] == ["bug"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "name"),
+        ({"name": ""}, "name"),
+        ({"name": "   "}, "name"),
+        ({"name": "x" * 51}, "name"),
+        ({"name": "None"}, "name"),
+        ({"name": "nul\x00"}, "name"),
+        ({"name": "bug", "color": "red"}, "color"),
+        ({"name": "bug", "color": "#12345"}, "color"),
+        ({"name": "bug", "description": "x" * 256}, "description"),
+        ({"name": "bug", "colour": "#ffffff"}, "colour"),
+    ],
+)
+def test_bad_labels_are_400_naming_the_field(client, as_root, body, field):
+    response = client.post("/api/labels/", json=body, headers=as_root)
+    assert response.status_code == 400
+    assert field in response.json["errors"]
+    assert client.get("/api/labels/", headers=as_root).json == []
+
+
+def test_50_characters_fit(label):
+    assert label("é" * 50)["name"] == "é" * 50
+
+
+def test_names_are_unique_ignoring_case(client, as_root, label):
+    bug, ui = label("Bug"), label("ui")
+    for name in ("bug", "BUG", " bUg "):
+        response = client.post("/api/labels/", json={"name": name}, headers=as_root)
+        assert response.status_code == 409, name
+        assert response.mimetype == "application/problem+json"
+    assert client.patch(ui["url"], json={"name": "BUG"}, headers=as_root).status_code == 409
+    assert client.get(ui["url"], headers=as_root).json["name"] == "ui"
+    renamed = client.patch(bug["url"], json={"name": "BUG"}, headers=as_root)
+    assert renamed.status_code == 200 and renamed.json["name"] == "BUG"
+
+
+def test_unique_ignoring_case_beyond_ascii(client, as_root, label):
+    label("Straße")
+    assert client.post("/api/labels/", json={"name": "STRASSE"}, headers=as_root).status_code == 409
+
+
+def test_an_admin_changes_a_label_and_issues_show_its_new_name(
+    client, as_root, as_alice, label, new_issue
+):
+    made = label("bug")
+    issue = new_issue(labels=["bug"])
+    changed = client.patch(
+        made["url"], json={"name": "defect", "color": "#00FF00"}, headers=as_root
+    )
+    assert changed.json == made | {"name": "defect", "color": "#00ff00"}
+    assert client.get(issue["url"], headers=as_alice).json["labels"] == ["defect"]
+
+
+def test_deleting_a_label_takes_it_off_every_issue(client, as_root, as_alice, label, new_issue):
+    bug = label("bug")
+    label("ui")
+    issue = new_issue(labels=["bug", "ui"])
+    assert client.delete(bug["url"], headers=as_root).status_code == 204
+    assert client.get(bug["url"], headers=as_root).status_code == 404
+    assert client.get(issue["url"], headers=as_alice).json["labels"] == ["ui"]
+
+
+def test_an_issue_is_created_with_labels_by_name_ignoring_case(client, as_alice, label, new_issue):
+    for name in ("urgent", "Bug"):
+        label(name)
+    issue = new_issue(labels=["URGENT", "bug", "Bug"])
+    assert issue["labels"] == ["Bug", "urgent"]
+    assert client.get(issue["url"], headers=as_alice).json["labels"] == ["Bug", "urgent"]
+
+
+def test_a_form_names_labels_by_repeating_the_field(client, as_alice, label):
+    for name in ("bug", "ui"):
+        label(name)
+    form = {"title": "From a form", "labels": ["bug", "ui"]}
+    created = client.post("/api/", data=form, headers=as_alice)
+    assert created.status_code == 201 and created.json["labels"] == ["bug", "ui"]
+    cleared = client.patch(created.json["url"], data={"labels": ""}, headers=as_alice)
+    assert cleared.json["labels"] == []
+
+
+def test_put_and_patch_replace_the_set(client, as_alice, label, new_issue):
+    for name in ("bug", "ui", "urgent"):
+        label(name)
+    issue = new_issue(labels=["bug", "ui"])
+    patched = client.patch(issue["url"], json={"labels": ["urgent", "ui"]}, headers=as_alice)
+    assert patched.json["labels"] == ["ui", "urgent"]
+    kept = client.patch(issue["url"], json={"title": "Other"}, headers=as_alice)
+    assert kept.json["labels"] == ["ui", "urgent"]
+    replaced = client.put(issue["url"], json={"title": "Put"}, headers=as_alice)
+    assert replaced.json["labels"] == []
+
+
+def test_a_new_set_moves_the_issues_etag(client, as_alice, label, new_issue):
+    label("bug")
+    issue = new_issue()
+    etag = client.get(issue["url"], headers=as_alice).headers["ETag"]
+    labeled = client.patch(issue["url"], json={"labels": ["bug"]}, headers=as_alice)
+    assert labeled.headers["ETag"] != etag
+    stale = as_alice | {"If-Match": etag}
+    assert client.patch(issue["url"], json={"labels": []}, headers=stale).status_code == 412
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (["bug", "nope", "Nada"], "no label is named Nada, nope"),
+        ("bug", "valid list"),
+        ([""], "at least 1 character"),
+        (None, "may not be null"),
+    ],
+)
+def test_unknown_or_bad_labels_are_400_naming_them_and_change_nothing(
+    client, as_alice, label, new_issue, labels, message
+):
+    label("bug")
+    issue = new_issue()
+    response = client.patch(issue["url"], json={"labels": labels}, headers=as_alice)
+    assert response.status_code == 400
+    assert any(message in text for text in response.json["errors"]["labels"]), response.json
+    assert client.get(issue["url"], headers=as_alice).json["labels"] == []
+    created = client.post("/api/", json={"title": "t", "labels": ["nope"]}, headers=as_alice)
+    assert created.status_code == 400 and "nope" in created.json["detail"]
+
+
+def test_only_whoever_may_edit_the_issue_labels_it(client, as_bob, as_alice, label, new_issue):
+    label("bug")
+    issue = new_issue()
+    assert client.patch(issue["url"], json={"labels": ["bug"]}, headers=as_bob).status_code == 403
+    assert client.get(issue["url"], headers=as_alice).json["labels"] == []
+
+
+def test_a_listing_reads_its_pages_labels_in_one_query(client, as_alice, label, new_issue):
+    for name in ("bug", "ui"):
+        label(name)
+
+    def queries(per_page):
+        with statements() as seen:
+            response = client.get(f"/api/?per_page={per_page}", headers=as_alice)
+        assert all(item["labels"] == ["bug", "ui"] for item in response.json)
+        return len(seen)
+
+    for _ in range(6):
+        new_issue(labels=["bug", "ui"])
+    assert queries(per_page=1) == queries(per_page=5)  # each counts the issues too
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("label=bug", [0, 1, 2]),
+        ("label=BUG&label=ui", [1]),
+        ("label=bug&label=ui&label=urgent", []),
+        ("label=urgent", []),
+        ("label=none", [3]),
+        ("label=none&label=bug", []),
+        ("label=nope", []),
+        ("label=bug&status=C", [2]),
+        ("label=bug&q=printer", [0, 1]),
+        ("label=bug&q=printer&status=C", []),
+        ("label=bug&q=screen&status=C", [2]),
+        ("label=none&q=printer", [3]),
+        ("label=bug&assigned_to=none&created_by=me", [0, 2]),
+        ("label=bug&sort=updated&direction=desc", [2, 0, 1]),
+        ("label=bug&sort=id&direction=desc", [2, 1, 0]),
+        ("label=bug&sort=created&direction=asc", [0, 1, 2]),
+    ],
+)
+def test_the_listing_filters_by_labels(client, as_alice, bob, label, query, expected):
+    for name in ("bug", "ui", "urgent"):
+        label(name)
+    made = [
+        client.post("/api/", json=body, headers=as_alice).json["id"]
+        for body in (
+            {"title": "Printer on fire", "labels": ["bug"], "status": "C"},
+            {"title": "Printer jammed", "labels": ["bug", "ui"], "assigned_to": bob.id},
+            {"title": "Screen flickers", "labels": ["bug"], "status": "C"},
+            {"title": "Printer is slow"},
+        )
+    ]
+    client.patch(f"/api/{made[0]}/", json={"status": "O"}, headers=as_alice)  # updated last
+    client.patch(f"/api/{made[2]}/", json={"description": "Updated last"}, headers=as_alice)
+    default_order = "" if "sort=" in query else "&sort=id&direction=asc"
+    response = client.get(f"/api/?{query}{default_order}", headers=as_alice)
+    assert ids(response) == [made[n] for n in expected]
+    assert response.headers["X-Total-Count"] == str(len(expected))
+
+
+def test_a_bad_label_filter_is_400(client, as_alice):
+    response = client.get("/api/?label=" + "x" * 51, headers=as_alice)
+    assert response.status_code == 400 and "label" in response.json["errors"]
