@@ -296,3 +296,83 @@ def test_admins_create_users_and_see_the_made_up_password(app, signed_in, alice,
     assert taken.status_code == 409
     last = signed_in.post(f"/admin/users/{alice.id}", data={"active": "on", "csrf_token": token})
     assert last.status_code == 409 and "last active admin" in last.text
+
+
+def test_the_conversation_interleaves_comments_with_history(
+    app, signed_in, client, as_alice, new_issue, bob
+):
+    issue = new_issue(title="Old")
+    page = f"/issues/{issue['id']}"
+    token = csrf_token(signed_in, page)
+    said = signed_in.post(f"{page}/comments", data={"body": "First *look*", "csrf_token": token})
+    assert said.status_code == 302 and said.location.startswith(f"{page}#comment-")
+    client.patch(f"/api/{issue['id']}/", json={"title": "New", "status": "C"}, headers=as_alice)
+    text = signed_in.get(page).text
+    order = [
+        "opened this issue",
+        "<em>look</em>",
+        "changed the title from “Old” to “New”",
+        "closed this",
+    ]
+    assert [text.index(part) for part in order] == sorted(text.index(part) for part in order)
+    blank = signed_in.post(f"{page}/comments", data={"body": "  ", "csrf_token": token})
+    assert blank.status_code == 400 and "may not be blank" in blank.text
+
+
+def test_only_its_author_edits_a_comment(app, signed_in, new_issue, bob):
+    issue = new_issue()
+    page = f"/issues/{issue['id']}"
+    signed_in.post(
+        f"{page}/comments", data={"body": "Mine", "csrf_token": csrf_token(signed_in, page)}
+    )
+    cid = int(re.search(r'id="comment-(\d+)"', signed_in.get(page).text).group(1))
+    edit = f"{page}/comments/{cid}/edit"
+    assert edit in signed_in.get(page).text
+    saved = signed_in.post(
+        edit, data={"body": "Mine, edited", "csrf_token": csrf_token(signed_in, edit)}
+    )
+    assert saved.status_code == 302 and "Mine, edited" in signed_in.get(page).text
+    other = app.test_client()
+    web_sign_in(other, "bob")
+    assert edit not in other.get(page).text
+    assert other.get(edit).status_code == 403
+
+
+def test_the_close_button_closes_unless_the_issue_changed(signed_in, client, as_alice, new_issue):
+    issue = new_issue()
+    page = f"/issues/{issue['id']}"
+    shown = dict(
+        re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', signed_in.get(page).text)
+    )
+    client.patch(f"/api/{issue['id']}/", json={"description": "changed"}, headers=as_alice)
+    signed_in.post(f"{page}/status", data=shown)
+    assert db.session.get(Issue, issue["id"]).status == "O"
+    shown = dict(
+        re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', signed_in.get(page).text)
+    )
+    signed_in.post(f"{page}/status", data=shown)
+    db.session.rollback()
+    assert db.session.get(Issue, issue["id"]).status == "C"
+
+
+def test_admins_manage_labels_and_issues_carry_them(signed_in, alice, new_issue):
+    alice.is_admin = True
+    db.session.commit()
+    token = csrf_token(signed_in, "/admin/labels")
+    made = signed_in.post(
+        "/admin/labels", data={"name": "bug", "color": "#d73a4a", "csrf_token": token}
+    )
+    assert made.status_code == 302
+    again = signed_in.post(
+        "/admin/labels", data={"name": "BUG", "color": "#d73a4a", "csrf_token": token}
+    )
+    assert again.status_code == 409
+    form = {"title": "Labelled", "labels": "bug", "csrf_token": token}
+    signed_in.post("/issues/new", data=form)
+    new_issue(title="Bare")
+    listed = signed_in.get("/issues/?label=bug").text
+    assert "Labelled" in listed and "Bare" not in listed
+    assert "Bare" in signed_in.get("/issues/?label=none").text
+    pk = re.search(r'action="/admin/labels/(\d+)"', signed_in.get("/admin/labels").text).group(1)
+    signed_in.post(f"/admin/labels/{pk}", data={"delete": "1", "csrf_token": token})
+    assert "bug" not in signed_in.get("/issues/").text

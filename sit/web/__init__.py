@@ -5,10 +5,10 @@ from typing import Any
 from apiflask import APIFlask
 from flask import redirect, request, url_for
 
-from sit.web import account, admin, issues, markdown
+from sit.web import account, admin, conversation, issues, markdown
 from sit.web.base import SessionInterface, bp, csrf
 
-__all__ = ["account", "admin", "bp", "init_app", "issues"]
+__all__ = ["account", "admin", "bp", "conversation", "init_app", "issues"]
 
 SETTINGS = {
     "SESSION_COOKIE_SAMESITE": "Lax",  # HttpOnly is Flask's default; Secure over https

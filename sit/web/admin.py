@@ -8,10 +8,10 @@ from apiflask import HTTPError
 from flask import flash, redirect, render_template, request, url_for
 from pydantic import ValidationError
 
-from sit import accounts
+from sit import accounts, labels
 from sit.extensions import db
-from sit.models import User
-from sit.schemas import NewUser, UserPatch
+from sit.models import Label, User, get_or_404
+from sit.schemas import LabelIn, LabelPatch, NewUser, UserPatch
 from sit.users import get_changeable_user, require_admin
 from sit.web.base import bp, form, problems
 
@@ -62,3 +62,45 @@ def update_user(pk: int) -> Any:
     db.session.commit()
     flash(f"{user.username} is saved.")
     return redirect(url_for("web.list_users"))
+
+
+LABEL_FIELDS = ("name", "color", "description")
+
+
+def labels_page(status: int = 200, **context: Any) -> Any:
+    found = db.session.scalars(sa.select(Label).order_by(Label.folded)).all()
+    return render_template("web/admin_labels.html", labels=found, **context), status
+
+
+@bp.get("/admin/labels")
+def list_labels() -> Any:
+    labels.require_admin()
+    return labels_page()
+
+
+@bp.post("/admin/labels")
+def create_label() -> Any:
+    labels.require_admin()
+    try:
+        labels.create(LabelIn.model_validate(form(*LABEL_FIELDS)).model_dump())
+    except (ValidationError, HTTPError) as error:
+        return labels_page(getattr(error, "status_code", 400), problems=problems(error))
+    return redirect(url_for("web.list_labels"))
+
+
+@bp.post("/admin/labels/<int:pk>")
+def update_label(pk: int) -> Any:
+    """Change a label, or delete it (the form's `delete` button) from every issue."""
+    labels.require_admin()
+    label = get_or_404(Label, pk)
+    try:
+        if "delete" in request.form:
+            db.session.delete(label)
+            db.session.commit()
+        else:
+            fields = LabelPatch.model_validate(form(*LABEL_FIELDS)).model_dump(exclude_unset=True)
+            labels.change(label, fields)
+    except (ValidationError, HTTPError) as error:
+        db.session.rollback()
+        return labels_page(getattr(error, "status_code", 400), problems=problems(error))
+    return redirect(url_for("web.list_labels"))

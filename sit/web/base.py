@@ -10,6 +10,7 @@ authenticates an API call: the API reads tokens only.
 from typing import Any
 from urllib.parse import urlsplit
 
+import sqlalchemy as sa
 from apiflask import HTTPError, abort
 from flask import Blueprint, g, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
@@ -18,6 +19,8 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from sit import auth, errors
+from sit.extensions import db
+from sit.models import User
 
 bp = Blueprint(
     "web", __name__, template_folder="templates", static_folder="static", static_url_path="/static"
@@ -109,3 +112,11 @@ def problems(error: ValidationError | HTTPError) -> dict[str, list[str]]:
         field = str(item["loc"][0]) if item["loc"] else "form"
         found.setdefault(field, []).append(errors.message(item["msg"]))
     return found
+
+
+def usernames(ids: set[Any]) -> dict[int, str]:
+    """The username of each user id among `ids` (a page's assignees: one query)."""
+    named = sa.select(User.id, User.username).where(
+        User.id.in_({i for i in ids if isinstance(i, int)})
+    )
+    return dict(db.session.execute(named).all())

@@ -1,20 +1,21 @@
-"""The issues pages: the list (the API's filters, search, sort and cursors), one issue, a new
-one, and editing one, where a save over a change made since the form opened overwrites nothing."""
+"""The issues pages: the list (the API's filters, search, sort and cursors), a new issue, and
+editing one, where a save over a change made since the form opened overwrites nothing. One
+issue's page is `sit.web.conversation`'s."""
 
 from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from apiflask import HTTPError
-from flask import g, redirect, render_template, request, url_for
+from flask import flash, g, redirect, render_template, request, url_for
 from pydantic import ValidationError
 
 from sit import issues as api
 from sit.extensions import db
-from sit.models import Issue, User, get_or_404
+from sit.models import Issue, Label, User
 from sit.pagination import page_of
-from sit.schemas import IssueIn, IssueQuery
-from sit.web.base import bp, form, problems
+from sit.schemas import IssueIn, IssuePatch, IssueQuery
+from sit.web.base import bp, form, problems, usernames
 
 WRITABLE = ("title", "description", "assigned_to", "status")
 ACTIVE_USERS = sa.select(User).where(User.active).order_by(User.username)
@@ -41,30 +42,24 @@ def list_issues() -> Any:
     try:
         query = listing_query()
     except ValidationError as error:
-        page = render_template("web/issues.html", query=None, problems=problems(error))
+        page = render_template(
+            "web/issues.html", query=None, label_names=[], problems=problems(error)
+        )
         return page, 400
     order = api.ORDERS[query.sort, query.direction]
     listed, count = api.search(query, g.me)
     page = page_of(listed, query, order, count)
     names = usernames({row.assigned_to_id for row in page.rows} | {query.assigned_to})
     links = {rel: relative(url) for rel, url in page.links.items()}
-    return render_template("web/issues.html", query=query, page=page, links=links, names=names)
-
-
-def usernames(ids: set[Any]) -> dict[int, str]:
-    """The username of each user id among `ids` (a page's assignees: one query)."""
-    named = sa.select(User.id, User.username).where(
-        User.id.in_({i for i in ids if isinstance(i, int)})
+    return render_template(
+        "web/issues.html",
+        query=query,
+        rows=api.labeled(page.rows),
+        page=page,
+        links=links,
+        names=names,
+        label_names=db.session.scalars(sa.select(Label.name).order_by(Label.folded)).all(),
     )
-    return dict(db.session.execute(named).all())
-
-
-@bp.get("/issues/<int:pk>")
-def show_issue(pk: int) -> str:
-    issue = get_or_404(Issue, pk)
-    assignee = db.session.get(User, issue.assigned_to_id) if issue.assigned_to_id else None
-    may_change = api.may_change(issue, g.me)
-    return render_template("web/issue.html", issue=issue, assignee=assignee, may_change=may_change)
 
 
 def issue_form(issue: Issue | None, status: int = 200, **context: Any) -> Any:
@@ -72,8 +67,11 @@ def issue_form(issue: Issue | None, status: int = 200, **context: Any) -> Any:
     values = context.pop("values", None) or {
         name: getattr(issue, "assigned_to_id" if name == "assigned_to" else name, None)
         for name in WRITABLE
-    }
+    } | {"labels": [label.name for label in issue.labels] if issue else []}
     users = db.session.scalars(ACTIVE_USERS).all()
+    if issue and issue.assigned_to_id and issue.assigned_to_id not in {u.id for u in users}:
+        users.append(db.session.get(User, issue.assigned_to_id))  # deactivated, still holds it
+    context["labels"] = db.session.scalars(sa.select(Label).order_by(Label.folded)).all()
     shown = as_shown(issue) if issue else None
     page = render_template(
         "web/issue_form.html", issue=issue, values=values, users=users, shown=shown, **context
@@ -82,8 +80,9 @@ def issue_form(issue: Issue | None, status: int = 200, **context: Any) -> Any:
 
 
 def fields_sent() -> dict[str, Any]:
-    """The writable fields as the form sent them (the API's schema reads them)."""
-    return form(*WRITABLE)
+    """The writable fields as the form sent them (the API's schema reads them): no label
+    ticked is no label."""
+    return form(*WRITABLE) | {"labels": request.form.getlist("labels")}
 
 
 @bp.route("/issues/new", methods=["GET", "POST"])
@@ -129,6 +128,7 @@ def as_shown(issue: Issue) -> dict[str, str]:
         "description": issue.description,
         "assigned_to": assignee.username if assignee else "",
         "status": issue.status,
+        "labels": ", ".join(sorted(label.name for label in issue.labels)),
     }
 
 
@@ -139,3 +139,14 @@ def changed_since(issue: Issue, was: dict[str, str]) -> list[tuple[str, str, str
         for name, value in as_shown(issue).items()
         if was.get(f"was_{name}", "") != value
     ]
+
+
+@bp.post("/issues/<int:pk>/status")
+def set_status(pk: int) -> Any:
+    """Close or reopen the issue from its page, unless it changed since the page was read."""
+    issue = api.get_own_issue(pk)
+    if request.form.get("version") != issue.etag:
+        flash("The issue changed since you opened it, so it was left as it is: see what changed.")
+    else:
+        api.change(issue, IssuePatch.model_validate(form("status")).model_dump(exclude_unset=True))
+    return redirect(url_for("web.show_issue", pk=pk))

@@ -1,0 +1,80 @@
+"""An issue's conversation on its page: comments and history interleaved, commenting, editing
+one's own comments. Who may edit a comment is decided where the API decides it
+(`sit.comments.get_changeable_comment`)."""
+
+from typing import Any
+
+import sqlalchemy as sa
+from flask import g, redirect, render_template, request, url_for
+from pydantic import ValidationError
+
+from sit import clock, comments
+from sit.extensions import db
+from sit.issues import may_change
+from sit.models import Comment, Event, Issue, get_or_404
+from sit.schemas import CommentIn
+from sit.web.base import bp, form, problems, usernames
+
+# A comment is its own entry: its `commented` event would say it twice.
+HISTORY = sa.select(Event).where(Event.event != "commented").order_by(Event.id)
+COMMENTS = sa.select(Comment).order_by(Comment.id)
+
+
+def timeline(pk: int) -> tuple[list[Comment | Event], set[int]]:
+    """The issue's comments and events, oldest first, and the ids of the users its events
+    name (an assignment's `from` and `to`)."""
+    said = db.session.scalars(COMMENTS.where(Comment.issue_id == pk)).all()
+    happened = db.session.scalars(HISTORY.where(Event.issue_id == pk)).all()
+    named = {pk for event in happened if event.event == "assigned" for pk in event.details.values()}
+    entries = sorted([*said, *happened], key=lambda entry: entry.created_at)
+    return entries, {pk for pk in named if pk}
+
+
+@bp.get("/issues/<int:pk>")
+def show_issue(pk: int) -> Any:
+    return issue_page(pk)
+
+
+def issue_page(pk: int, status: int = 200, **context: Any) -> Any:
+    """The issue, its labels and its conversation, with the comment form (`context` fills it
+    again after a refused comment)."""
+    issue = get_or_404(Issue, pk)
+    entries, named = timeline(pk)
+    if issue.assigned_to_id:
+        named.add(issue.assigned_to_id)
+    page = render_template(
+        "web/issue.html",
+        issue=issue,
+        entries=entries,
+        names=usernames(named),
+        may_change=may_change(issue, g.me),
+        **context,
+    )
+    return page, status
+
+
+@bp.post("/issues/<int:pk>/comments")
+def create_comment(pk: int) -> Any:
+    try:
+        comment = comments.post_comment(pk, CommentIn.model_validate(form("body")).body)
+    except ValidationError as error:
+        return issue_page(pk, 400, problems=problems(error), body=request.form.get("body", ""))
+    return redirect(url_for("web.show_issue", pk=pk, _anchor=f"comment-{comment.id}"))
+
+
+@bp.route("/issues/<int:pk>/comments/<int:cid>/edit", methods=["GET", "POST"])
+def edit_comment(pk: int, cid: int) -> Any:
+    """Your own comment's text (`get_changeable_comment` decides whose it is)."""
+    comment = comments.get_changeable_comment(pk, cid)
+    if request.method == "GET":
+        return render_template("web/comment_form.html", comment=comment, body=comment.body)
+    try:
+        comment.edit(CommentIn.model_validate(form("body")).body, clock.utcnow())
+    except ValidationError as error:
+        db.session.rollback()
+        page = render_template(
+            "web/comment_form.html", comment=comment, body="", problems=problems(error)
+        )
+        return page, 400
+    db.session.commit()
+    return redirect(url_for("web.show_issue", pk=pk, _anchor=f"comment-{cid}"))
