@@ -11,8 +11,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from apiflask import HTTPError, abort
-from flask import Blueprint, g, redirect, render_template, request, session, url_for
+from apiflask import APIBlueprint, HTTPError, abort
+from flask import g, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 from pydantic import ValidationError
@@ -22,8 +22,15 @@ from sit import auth, errors
 from sit.extensions import db
 from sit.models import User
 
-bp = Blueprint(
-    "web", __name__, template_folder="templates", static_folder="static", static_url_path="/static"
+# An APIBlueprint only so that APIFlask, which takes every blueprint for one, can leave it out
+# of the OpenAPI document: pages are no API.
+bp = APIBlueprint(
+    "web",
+    __name__,
+    enable_openapi=False,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
 )
 csrf = CSRFProtect()
 
