@@ -13,6 +13,8 @@ RATIOS = (
     ("list", "SIT", "DRF", None),
     ("create", "SIT", "bare", None),
     ("patch", "SIT", "bare", None),
+    ("list", "SIT pages", "SIT", 0.7),  # the issues page beside the API's list
+    ("get one", "SIT pages", "SIT", 0.7),  # an issue's page beside the API's get-one
 )
 RSS_GROWTH = 1.10
 RSS_LIMIT_MIB = 60

@@ -52,6 +52,10 @@ FULL = Settings(4, 1, 3, 60, 20, 5, ((10_000, 100_000), (2_500, 25_000)),
 QUICK = Settings(2, 1, 2, 10, 20, 3, ((1_000, 10_000), (250, 2_500)), (1_000, 10_000))
 
 
+PAGES_PASSWORD = "bench pages password"
+PAGE_SCENARIOS = ("get one", "list")  # what the pages are measured at, beside the API
+
+
 @dataclass
 class Target:
     name: str
@@ -60,6 +64,7 @@ class Target:
     db: Path
     issues_sql: str  # ids of the issues demo1 created, newest first
     assignee: int
+    pages: bool = False  # SIT's web pages (`/issues/`, `/issues/500`): list and get one only
 
 
 def scalars(db: Path, sql: str) -> list[Any]:
@@ -85,6 +90,8 @@ def start_sit(folder: Path, sink: servers.Sink, name: str, users: int, issues: i
 def start_targets(folder: Path, sink: servers.Sink) -> list[Target]:
     env, instance, _ = start_sit(folder, sink, "sit", 100, 1000)
     token = servers.flask(env, "sit", "create-token", "demo1").strip()
+    servers.flask(env, "sit", "create-user", "reader", "--email", "r@example.com",
+                  "--password", PAGES_PASSWORD)  # fmt: skip
     sit = servers.gunicorn("sit", "wsgi:app", "gunicorn.conf.py", env, folder)
     drf_db = folder / "drf.sqlite3"
     drf_env = servers.clean_env(BENCH_DRF_DB=str(drf_db), DJANGO_SETTINGS_MODULE="drfpeer.settings")
@@ -111,12 +118,16 @@ def start_targets(folder: Path, sink: servers.Sink) -> list[Target]:
     for target in targets:
         header, value = target.auth.split(": ", 1)
         servers.wait_ready(target.server, "/api/500/", {header: value})
+    cookie = servers.session_cookie(sit, "reader", PAGES_PASSWORD)
+    targets.append(Target("SIT pages", sit, cookie, Path(), "", 2, pages=True))
     return targets
 
 
 def run_once(target: Target, scenario: str, seconds: float) -> dict[str, float]:
     url, script, env = f"{target.server.url}/api/", None, None
-    if scenario == "get one":
+    if target.pages:
+        url = f"{target.server.url}/issues/" + ("500" if scenario == "get one" else "")
+    elif scenario == "get one":
         url += "500/"
     elif scenario == "create":
         body = {"title": "Benchmark issue", "description": "Made by wrk", "assigned_to": 0}
@@ -140,13 +151,14 @@ def http_phase(folder: Path, sink: servers.Sink, settings: Settings) -> dict[str
     try:
         for scenario in ("get one", "list", "create", "patch"):
             log(f"HTTP: {scenario}")
-            runs: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
-            for target in targets:
+            taking = [t for t in targets if scenario in PAGE_SCENARIOS or not t.pages]
+            runs: dict[str, list[dict[str, float]]] = {t.name: [] for t in taking}
+            for target in taking:
                 run_once(target, scenario, settings.warmup)
             if scenario == "get one":
                 out["rss"]["before"] = worker_rss(sit.server)
             for _ in range(settings.rounds):
-                for target in targets:
+                for target in taking:
                     before = servers.cpu_seconds(target.server.pids())
                     result = run_once(target, scenario, settings.seconds)
                     cpu = servers.cpu_seconds(target.server.pids()) - before

@@ -1,13 +1,16 @@
 """The processes a benchmark run starts: gunicorn servers (SIT, the bare app, the DRF peer) and
 the SMTP sink; and what /proc says about them (CPU time, resident memory)."""
 
+import http.cookiejar
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +125,18 @@ def gunicorn(
             start_new_session=True,
         )
     return Server(name, f"http://127.0.0.1:{port}", process, log, workers)
+
+
+def session_cookie(server: Server, username: str, password: str) -> str:
+    """The Cookie header of a web session, signed in through SIT's sign-in form."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(f"{server.url}/sign-in", timeout=10) as page:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.read().decode())[1]
+    form = {"username": username, "password": password, "csrf_token": token}
+    with opener.open(f"{server.url}/sign-in", urllib.parse.urlencode(form).encode(), 10):
+        pass
+    return "Cookie: " + "; ".join(f"{cookie.name}={cookie.value}" for cookie in jar)
 
 
 def sit_env(instance: Path, sink_port: int, **extra: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ from sit.auth import ADDRESS_LIMIT
 from sit.config import ConfigError
 from sit.extensions import db
 from sit.models import Issue
+from sit.web.base import OPEN_PAGES
 
 
 @pytest.fixture
@@ -32,6 +33,25 @@ def test_a_browser_at_root_gets_the_pages_and_every_api_client_the_api(client, a
         assert client.get("/", headers=headers).status_code == 401  # the API's answer
     api = client.get("/", headers={"Accept": "text/html"} | bearer(alice))
     assert api.status_code == 200 and api.json == []
+
+
+def test_every_page_needs_a_session(app, client):
+    """Every page's route, as registered: without a session, a `GET` goes to the sign-in page
+    and a form is refused (without its CSRF token) or goes there too (with it)."""
+    checked = 0
+    token = csrf_token(client)  # a session of its own, signed in as nobody
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith("web.") or rule.endpoint in OPEN_PAGES:
+            continue
+        path = re.sub(r"<[^>]+>", "1", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            if method == "POST":
+                assert client.post(path).status_code == 400, path
+            answer = client.open(path, method=method, data={"csrf_token": token})
+            assert answer.status_code == 302, (method, path)
+            assert answer.location.startswith("/sign-in?next="), (method, path)
+            checked += 1
+    assert checked >= 14
 
 
 def test_a_page_sends_to_sign_in_and_back(client, alice, new_issue):

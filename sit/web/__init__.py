@@ -12,6 +12,7 @@ __all__ = ["account", "admin", "bp", "conversation", "init_app", "issues"]
 
 SETTINGS = {
     "SESSION_COOKIE_SAMESITE": "Lax",  # HttpOnly is Flask's default; Secure over https
+    "SESSION_REFRESH_EACH_REQUEST": False,  # a session lasts TOKEN_MAX_AGE from sign-in, as a token
     "WTF_CSRF_CHECK_DEFAULT": False,  # the pages check it (`base.load_session`), the API never
     "WTF_CSRF_TIME_LIMIT": None,  # a token lasts as long as its session
 }
