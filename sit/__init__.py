@@ -26,6 +26,7 @@ from sit import (
     sqlite,
     unsubscribe,
     users,
+    watching,
     web,
 )
 from sit.extensions import db
@@ -89,6 +90,7 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrations: bool = 
     app.register_blueprint(events.bp)
     app.register_blueprint(labels.bp)
     app.register_blueprint(users.bp)
+    app.register_blueprint(watching.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(unsubscribe.bp)
     web.init_app(app)

@@ -16,7 +16,7 @@ from sit.accounts import UsernameTaken, create_user, random_password
 from sit.auth import issue_token
 from sit.config import parse_positive_duration
 from sit.extensions import db
-from sit.models import Email, User
+from sit.models import NOTIFY, Email, User
 from sit.schemas import NewUser
 
 
@@ -239,15 +239,19 @@ def jobs_command() -> None:
 
 @sit.command("outbox")
 @click.option("--state", type=click.Choice(["pending", "sent", "cancelled", "failed"]))
+@click.option("--kind", type=click.Choice(list(NOTIFY)))
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
-def outbox_command(state: str | None, limit: int) -> None:
-    """List emails, newest first: state, recipient, subject, attempts, last error."""
+def outbox_command(state: str | None, kind: str | None, limit: int) -> None:
+    """List emails, newest first: kind, state, recipient, subject, attempts, last error."""
     query = sa.select(Email).order_by(Email.id.desc()).limit(limit)
     if state:
         query = query.where(Email.state == state)
+    if kind:
+        query = query.where(Email.kind == kind)
     rows = [
         (
             email.id,
+            email.kind,
             email.state,
             when(email.sent_at or email.due_at),
             email.to_address,
@@ -257,7 +261,8 @@ def outbox_command(state: str | None, limit: int) -> None:
         )
         for email in db.session.scalars(query)
     ]
-    header = ("id", "state", "due/sent (UTC)", "recipient", "attempts", "last error", "subject")
+    header = ("id", "kind", "state", "due/sent (UTC)", "recipient", "attempts", "last error")
+    header += ("subject",)
     print_table(header, rows)
 
 

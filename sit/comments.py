@@ -9,7 +9,7 @@ from apiflask import APIBlueprint, abort
 from flask import Response, request
 from pydantic import TypeAdapter
 
-from sit import clock, events
+from sit import clock, events, notifications
 from sit.extensions import db, token_auth
 from sit.issues import respond
 from sit.models import ISSUE_EXISTS, Comment, Issue, User, get_or_404
@@ -101,7 +101,8 @@ def create_comment(pk: int, json_or_form_data: CommentIn) -> Any:
 
 
 def post_comment(pk: int, body: str) -> Comment:
-    """The caller's new comment on the issue, committed with its event (API and pages alike).
+    """The caller's new comment on the issue, committed with its event and its emails to the
+    watchers (API and pages alike).
 
     :raise 404: no issue has this id.
     """
@@ -112,6 +113,7 @@ def post_comment(pk: int, body: str) -> Comment:
     db.session.add(comment)
     db.session.flush()  # the comment's id, which its event names
     events.write(pk, events.commented(comment))
+    notifications.comment_posted(comment)
     db.session.commit()
     return comment
 

@@ -21,6 +21,7 @@ class Defaults:
     """SIT's defaults; `instance/config.py` and `SIT_<KEY>` environment variables override them."""
 
     ASSIGNMENT_EMAIL_DELAY = "12m"
+    COMMENT_EMAIL_DELAY = "1m"  # how long a comment email waits for more comments to join it
     DIGEST_INTERVAL = "24h"
     TOKEN_MAX_AGE = "7d"
     PUBLIC_URL = "http://127.0.0.1:8000"
@@ -146,6 +147,7 @@ def parse_proxy_fix(value: Any) -> dict[str, int] | None:
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "ASSIGNMENT_EMAIL_DELAY": parse_duration,
+    "COMMENT_EMAIL_DELAY": parse_duration,
     "DIGEST_INTERVAL": parse_positive_duration,
     "TOKEN_MAX_AGE": parse_positive_duration,
     "PUBLIC_URL": parse_public_url,

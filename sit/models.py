@@ -20,7 +20,11 @@ MAX_ID = 2**31 - 1  # the largest id an Integer column holds on both databases (
 STATUSES = ("O", "C")
 MAX_RETRY_DELAY_SECONDS = 3600
 # Each kind of email, and the user's column that turns it on or off.
-NOTIFY = {"assignment": "notify_assignments", "digest": "notify_digest"}
+NOTIFY = {
+    "assignment": "notify_assignments",
+    "digest": "notify_digest",
+    "comment": "notify_comments",
+}
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -317,7 +321,7 @@ class Email(db.Model):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(sa.String(10))  # "assignment" or "digest"
+    kind: Mapped[str] = mapped_column(sa.String(10))  # a key of `NOTIFY`
     state: Mapped[str] = mapped_column(sa.String(10), default="pending")
     recipient_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
     to_address: Mapped[str] = mapped_column(sa.String(254))
@@ -351,6 +355,18 @@ class Email(db.Model):
         else:
             delay = min(first_retry * 2 ** (self.attempts - 1), MAX_RETRY_DELAY_SECONDS)
             self.due_at = now + timedelta(seconds=delay)
+
+
+# The comments a pending comment email tells (`sit.notifications.comment_posted`); a deleted
+# comment leaves every email it was in.
+outbox_comments = sa.Table(
+    "outbox_comments",
+    db.metadata,
+    sa.Column("email_id", sa.ForeignKey("outbox.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column(
+        "comment_id", sa.ForeignKey("comments.id", ondelete="CASCADE"), primary_key=True, index=True
+    ),
+)
 
 
 class Runner(db.Model):

@@ -293,6 +293,14 @@ class IssueQuery(PageQuery):
     direction: Literal["asc", "desc"] = "desc"
 
 
+class SubscriptionOut(Output):
+    """Whether the caller watches an issue (gets its comment emails), and why."""
+
+    subscribed: bool
+    ignored: bool = Field(description="true: no comment emails, whatever the other reasons")
+    reason: Literal["creator", "assignee", "commented", "manual"] | None
+
+
 class UserOut(Output):
     id: int
     username: str
@@ -387,6 +395,7 @@ class MeOut(UserOut):
     active: bool
     notify_assignments: bool
     notify_digest: bool
+    notify_comments: bool
 
 
 class NewUserOut(MeOut):
@@ -424,6 +433,9 @@ class MePatch(BaseModel):
     )
     notify_digest: Flag | SkipJsonSchema[None] = Field(
         default=None, description="Email me the digest of the issues assigned to me"
+    )
+    notify_comments: Flag | SkipJsonSchema[None] = Field(
+        default=None, description="Email me the comments on the issues I watch"
     )
 
     _not_null = field_validator("*", mode="before")(refuse_null)

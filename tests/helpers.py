@@ -28,10 +28,10 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from flask_migrate import upgrade
 from sqlalchemy.pool import NullPool
 
-from sit import create_app, scheduler
+from sit import create_app, notifications, scheduler
 from sit.auth import issue_token
 from sit.extensions import db
-from sit.models import Email, User
+from sit.models import Comment, Email, User
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -105,6 +105,15 @@ def outbox(**where: Any) -> list[Email]:
     """The outbox rows, oldest first, as the database has them now, whoever wrote them."""
     db.session.rollback()  # end the last read's snapshot
     return list(db.session.scalars(sa.select(Email).filter_by(**where).order_by(Email.id)))
+
+
+def comment_on(issue_id: int, author: User, body: str) -> Comment:
+    """A comment made directly, committed with the emails it causes, as the comment API does."""
+    comment = Comment(issue_id=issue_id, author_id=author.id, body=body)
+    db.session.add(comment)
+    notifications.comment_posted(comment)
+    db.session.commit()
+    return comment
 
 
 def ids(response: Any) -> list[int]:
@@ -266,6 +275,7 @@ class Received:
     message: EmailMessage
     login: bytes | None  # who the client logged in as (AUTH), if it did
     tls: bool  # whether the connection was encrypted (STARTTLS or TLS from the start)
+    raw: bytes = b""  # the message as it came
 
     @property
     def subject(self) -> str:
@@ -295,7 +305,15 @@ class SmtpSink:
         message = message_from_bytes(envelope.original_content, policy=policy.default)
         tls = server.transport.get_extra_info("ssl_object") is not None
         login = session.auth_data.login if session.auth_data else None
-        received = Received(time.time(), session.peer, envelope.rcpt_tos, message, login, tls)
+        received = Received(
+            time.time(),
+            session.peer,
+            envelope.rcpt_tos,
+            message,
+            login,
+            tls,
+            envelope.original_content,
+        )
         self.received.append(received)
         return "250 OK"
 

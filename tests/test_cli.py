@@ -456,7 +456,7 @@ def test_flask_db_upgrade_migrates_a_new_database(tmp_path):
 
 # send-digest, outbox and jobs
 
-OUTBOX = ("id", "state", "due/sent (UTC)", "recipient", "attempts", "last error", "subject")
+OUTBOX = ("id", "kind", "state", "due/sent (UTC)", "recipient", "attempts", "last error", "subject")
 JOBS = ("job", "next run (UTC)", "what")
 
 
@@ -526,6 +526,7 @@ def test_outbox_lists_emails_newest_first_and_filters_by_state(
     assert [row["id"] for row in rows] == [str(to_alice.id), str(to_bob.id)]
     assert rows[0] == {
         "id": str(to_alice.id),
+        "kind": "assignment",
         "state": "pending",
         "due/sent (UTC)": to_alice.due_at.strftime("%Y-%m-%d %H:%M:%S"),
         "recipient": "alice@example.com",

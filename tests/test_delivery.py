@@ -283,6 +283,67 @@ def test_a_respawned_worker_takes_over_when_every_worker_is_killed(instance, smt
     assert max(lateness(smtp)) <= 5.0
 
 
+# Comment emails
+
+COMMENT_DELAY = 4  # SIT_COMMENT_EMAIL_DELAY, seconds: every burst below fits in it
+
+
+def told(smtp: SmtpSink, user: Account) -> list[list[str]]:
+    """The comments each comment email to the user told, in order (each is one `said` line)."""
+    emails = [r for r in smtp.to(user.email) if r.subject.startswith("Re: [SIT #")]
+    return [
+        [line for line in r.part("plain").splitlines() if line.startswith("said")] for r in emails
+    ]
+
+
+def comment(server: Server, author: Account, issue: dict[str, Any], body: str) -> dict[str, Any]:
+    return call(server, author, "POST", f"/api/{issue['id']}/comments/", body=body)
+
+
+def test_a_burst_of_comments_is_one_email_per_watcher_in_order_and_a_deleted_one_is_not_in_it(
+    instance, smtp, users
+):
+    alice, bob, carol, dave = users
+    with serve(instance, smtp, SIT_COMMENT_EMAIL_DELAY=f"{COMMENT_DELAY}s") as server:
+        issue = call(server, alice, "POST", "/api/", title="Burst", assigned_to=bob.id)
+        call(server, dave, "PUT", f"/api/{issue['id']}/subscription")
+        started = time.monotonic()
+        for n, author in enumerate([alice, carol, alice, carol, alice], 1):
+            comment(server, author, issue, f"said {n}")
+        typo = comment(server, alice, issue, "said oops")
+        call(server, alice, "DELETE", f"/api/{issue['id']}/comments/{typo['id']}/")
+        assert time.monotonic() - started < COMMENT_DELAY, "the burst did not fit in the window"
+        wait_until(lambda: all(told(smtp, user) for user in users), 30, "every comment email")
+        wait_until(settled, 30, "the outbox to settle")
+    burst = [f"said {n}" for n in range(1, 6)]
+    assert told(smtp, bob) == told(smtp, dave) == [burst]  # the assignee, a subscriber
+    assert told(smtp, alice) == [["said 2", "said 4"]]  # not her own
+    assert told(smtp, carol) == [["said 3", "said 5"]]  # watching from her first comment on
+    for n, received in enumerate(smtp.to(bob.email)):  # the assignment email and the comments'
+        (instance / f"thread-{n}.eml").write_bytes(received.raw)  # for the README's example
+        assert f"In-Reply-To: <issue.{issue['issue_id']}@".encode() in received.raw
+
+
+def test_kill_9_of_the_runner_inside_the_window_loses_no_comment_and_sends_none_twice(
+    instance, smtp, users
+):
+    alice, bob, carol, _ = users
+    with serve(instance, smtp, SIT_COMMENT_EMAIL_DELAY=f"{COMMENT_DELAY}s") as server:
+        runner = server.runner()
+        issue = call(server, alice, "POST", "/api/", title="Killed", assigned_to=bob.id)
+        for n, author in enumerate([alice, carol, alice], 1):
+            comment(server, author, issue, f"said {n}")
+        os.kill(runner, signal.SIGKILL)
+        for n, author in enumerate([carol, alice], 4):
+            comment(server, author, issue, f"said {n}")
+        wait_until(lambda: server.elected() not in (None, runner), 30, "another runner")
+        wait_until(lambda: all(told(smtp, user) for user in users[:3]), 30, "the comment emails")
+        wait_until(settled, 30, "the outbox to settle")
+    assert told(smtp, bob) == [[f"said {n}" for n in range(1, 6)]]
+    assert told(smtp, alice) == [["said 2", "said 4"]]
+    assert told(smtp, carol) == [["said 3", "said 5"]]
+
+
 def test_a_digest_of_many_users_goes_over_one_smtp_connection(instance, smtp, app):
     seeded = flask_cli(instance, "sit", "seed-demo", "--users", "300", "--issues", "3000")
     assert seeded.returncode == 0, seeded.stderr

@@ -43,6 +43,11 @@ include-method-regex = "^(GET|PUT|PATCH)$"
 parameters."path.pk" = {{ dictionary = "issues", probability = 0.5 }}
 
 [[operations]]
+include-path = "/api/{{pk}}/subscription"
+include-method-regex = "^(GET|PUT)$"
+parameters."path.pk" = {{ dictionary = "issues", probability = 0.5 }}
+
+[[operations]]
 include-path = "/api/users/{{pk}}/"
 parameters."path.pk" = {{ dictionary = "users", probability = 0.5 }}
 

@@ -13,7 +13,7 @@ from mailing import assign, deliver_when_due
 from sit import jobs, notifications
 from sit.extensions import db
 from sit.mail import messages
-from sit.mail.outbox import deliver_due, digest_recipients, due_rows
+from sit.mail.outbox import batch_facts, deliver_due, due_rows
 from sit.unsubscribe import unsubscribe_url
 
 HOSTILE = '<script>alert(1)</script> & "x"'
@@ -147,8 +147,8 @@ def due_messages():
     """The messages of the emails due now, as a pass builds them."""
     with db.engine.connect() as connection:
         rows = due_rows(connection)
-        digests = messages.digest_issues(digest_recipients(rows), connection)
-        return [messages.build(row, digests, connection) for row in rows]
+        facts = batch_facts(rows, connection)
+        return [messages.build(row, facts, connection) for row in rows]
 
 
 BOUNDARY = re.compile(rb"={15}[0-9]{19}==")

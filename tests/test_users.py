@@ -14,7 +14,8 @@ from sit.extensions import db
 from sit.models import LoginFailure, User
 
 PUBLIC = {"id", "username", "first_name", "last_name"}
-ACCOUNT = PUBLIC | {"email", "is_admin", "active", "notify_assignments", "notify_digest"}
+ACCOUNT = PUBLIC | {"email", "is_admin", "active", "notify_assignments"}
+ACCOUNT |= {"notify_digest", "notify_comments"}
 
 
 def reload(user):
@@ -74,6 +75,7 @@ def test_me_includes_my_account(client, as_alice, alice):
         "active": True,
         "notify_assignments": True,
         "notify_digest": True,
+        "notify_comments": True,
     }
     assert set(client.get(f"/api/users/{alice.id}/", headers=as_alice).json) == ACCOUNT
 
@@ -89,12 +91,14 @@ def test_bad_paging_is_400(client, as_alice):
 
 def test_patch_me_changes_the_given_fields_only(client, as_alice, alice):
     body = {"first_name": "Al", "email": "al@example.org", "notify_digest": False}
+    body |= {"notify_comments": False}
     response = client.patch("/api/users/me/", json=body, headers=as_alice)
     assert response.status_code == 200, response.json
     assert response.json | body == response.json
     assert (response.json["last_name"], response.json["notify_assignments"]) == ("Liddell", True)
     alice = reload(alice)
     assert (alice.first_name, alice.email, alice.notify_digest) == ("Al", "al@example.org", False)
+    assert alice.notify_comments is False
 
 
 def test_patch_me_takes_a_form(client, as_alice, alice):
@@ -244,6 +248,7 @@ def test_a_bad_new_user_is_400_naming_the_field(client, as_root, body, field):
 
 def test_an_admin_changes_a_user(client, as_root, bob):
     body = {"last_name": "B.", "email": "b@example.org", "is_admin": True, "notify_digest": False}
+    body |= {"notify_comments": False}
     response = client.patch(f"/api/users/{bob.id}/", json=body, headers=as_root)
     assert response.status_code == 200, response.json
     assert response.json | body == response.json

@@ -1,5 +1,5 @@
-"""The emails: what each says, its subject, its templates, its unsubscribe link, and the MIME
-message written once with the Message-ID chosen when it was queued."""
+"""The emails: what each says, its subject, its templates, its unsubscribe link, the thread it
+belongs to, and the MIME message written once with the Message-ID chosen when it was queued."""
 
 import binascii
 import functools
@@ -11,10 +11,11 @@ from email import policy
 from email.charset import QP, Charset
 from email.utils import formatdate
 from typing import Any, NamedTuple, Protocol
+from urllib.parse import urlsplit
 
 import flask_mail
 import sqlalchemy as sa
-from flask import render_template
+from flask import current_app, render_template
 
 from sit import clock
 from sit.models import Issue, User
@@ -53,6 +54,22 @@ class Summary(NamedTuple):
 Digests = dict[int, list[Summary]]
 
 
+class Said(NamedTuple):
+    """One comment as a comment email tells it."""
+
+    author: str
+    body: str
+    created_at: str
+
+
+class Facts(NamedTuple):
+    """What a batch of due emails tells, read for the whole batch: each digest's issues (by
+    recipient), each comment email's comments (by email, `sit.notifications.email_comments`)."""
+
+    digests: Digests
+    comments: dict[int, list[sa.Row[Any]]]
+
+
 class Named(Protocol):
     """A user, or a row with a user's name columns."""
 
@@ -70,6 +87,20 @@ def one_line(text: str) -> str:
 
 def assignment_subject(issue: Issue | sa.Row[Any]) -> str:
     return one_line(f"Issue #{issue.issue_id} assigned to you: {issue.title}")
+
+
+def comment_subject(issue: Issue | sa.Row[Any]) -> str:
+    """A reply's subject, as mail clients show a conversation's; the issue_id in it as a tag."""
+    return one_line(f"Re: [SIT #{issue.issue_id}] {issue.title}")
+
+
+def thread_id(issue_id: str) -> str:
+    """The Message-ID that every email about the issue replies to (`In-Reply-To`, `References`):
+    one per issue, derived from its issue_id, so mail clients show its emails as one
+    conversation. No email carries it as its own: it names the issue, as GitHub's
+    `<owner/repo/issues/N@github.com>` does."""
+    domain = urlsplit(current_app.config["PUBLIC_URL"]).hostname
+    return f"<issue.{issue_id}@{domain}>"
 
 
 def digest_subject(count: int) -> str:
@@ -168,12 +199,18 @@ class Message(flask_mail.Message):
         ))  # fmt: skip
 
 
-def message(row: sa.Row[Any], subject: str, template: str, **context: Any) -> Message:
+def message(
+    row: sa.Row[Any], subject: str, template: str, thread: str | None = None, **context: Any
+) -> Message:
     """The email to the row's recipient as a plain-text and an HTML part (Jinja escapes user
-    text in the HTML), each ending with the link that turns this kind of email off, which the
-    headers of RFC 8058 also give for a mail client's one-click unsubscribe."""
-    unsubscribe = unsubscribe_url(row.recipient_id, row.kind)
+    text in the HTML), each ending with the link that turns this kind of email off (a comment
+    email's: that ignores its issue), which the headers of RFC 8058 also give for a mail
+    client's one-click unsubscribe. An email about an issue (its `thread`, the issue_id) is a
+    reply in the issue's conversation."""
+    issue = row.issue_id if row.kind == "comment" else None
+    unsubscribe = unsubscribe_url(row.recipient_id, row.kind, issue)
     context |= {"name": display_name(row), "unsubscribe": unsubscribe}
+    replying = {"In-Reply-To": thread_id(thread), "References": thread_id(thread)}
     msg = Message(
         subject=subject,
         recipients=[row.to_address],
@@ -184,7 +221,8 @@ def message(row: sa.Row[Any], subject: str, template: str, **context: Any) -> Me
             "Auto-Submitted": "auto-generated",
             "List-Unsubscribe": f"<{unsubscribe}>",
             "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        },
+        }
+        | (replying if thread else {}),
     )
     msg.msgId = row.message_id
     return msg
@@ -210,30 +248,44 @@ def digest_issues(user_ids: list[int], connection: sa.Connection) -> Digests:
     return issues
 
 
-def build(row: sa.Row[Any], digests: Digests, connection: sa.Connection) -> Message | None:
-    """The message as it reads now; None when there is nothing left to tell, or the recipient
-    no longer wants it (`row.wanted`: `sit.notifications.wanted`)."""
+def said(comment: sa.Row[Any]) -> Said:
+    """A comment (a row of `sit.notifications.email_comments`) as an email tells it."""
+    when = comment.created_at.strftime("%Y-%m-%d %H:%M UTC")
+    return Said(display_name(comment), comment.body, when)
+
+
+def build(row: sa.Row[Any], facts: Facts, connection: sa.Connection) -> Message | None:
+    """The message as it reads now; None when there is nothing left to tell (the issue, or
+    every comment of a comment email, deleted), or the recipient no longer wants it
+    (`row.wanted`: `sit.notifications.wanted`)."""
     if not row.wanted:
         return None
-    if row.kind == "assignment":
-        query = issue_facts(Issue.description).where(Issue.id == row.issue_id)
-        issue = connection.execute(query).one_or_none()  # None: deleted
-        if issue is None:
+    if row.kind == "digest":
+        issues = facts.digests.get(row.recipient_id)
+        if not issues:
             return None
-        facts = summary(issue, issue.description)
-        return message(row, assignment_subject(issue), "assignment", issue=facts)
-    issues = digests.get(row.recipient_id)
-    if not issues:
+        return message(row, digest_subject(len(issues)), "digest", issues=issues)
+    query = issue_facts(Issue.description).where(Issue.id == row.issue_id)
+    issue = connection.execute(query).one_or_none()  # None: deleted
+    if issue is None:
         return None
-    return message(row, digest_subject(len(issues)), "digest", issues=issues)
+    about = summary(issue, issue.description)
+    if row.kind == "assignment":
+        subject = assignment_subject(issue)
+        return message(row, subject, "assignment", issue.issue_id, issue=about)
+    comments = [said(comment) for comment in facts.comments.get(row.id, [])]
+    if not comments:
+        return None
+    subject = comment_subject(issue)
+    return message(row, subject, "comment", issue.issue_id, issue=about, comments=comments)
 
 
 class Draft:
     """A due email's message, built and written once: ahead of its turn, while the server reads
     the message before it, or else when its turn comes."""
 
-    def __init__(self, row: sa.Row[Any], digests: Digests, connection: sa.Connection) -> None:
-        self.row, self.digests, self.connection = row, digests, connection
+    def __init__(self, row: sa.Row[Any], facts: Facts, connection: sa.Connection) -> None:
+        self.row, self.facts, self.connection = row, facts, connection
         self.built = False
         self.msg: Message | None = None
         self.error: Exception | None = None
@@ -244,7 +296,7 @@ class Draft:
             return
         self.built = True
         try:
-            self.msg = build(self.row, self.digests, self.connection)
+            self.msg = build(self.row, self.facts, self.connection)
             if self.msg is not None:
                 self.msg.date = clock.timestamp()  # as Flask-Mail's `send` would, just before
                 self.msg.as_bytes()

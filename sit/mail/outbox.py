@@ -10,9 +10,9 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 
-from sit import clock, metrics
+from sit import clock, metrics, notifications
 from sit.extensions import db
-from sit.mail.messages import NAME, Draft, Message, digest_issues
+from sit.mail.messages import NAME, Draft, Facts, Message, digest_issues
 from sit.mail.transport import REFUSALS, Outgoing, describe, nothing
 from sit.models import Email, User
 from sit.notifications import wanted
@@ -75,10 +75,21 @@ def outcome(msg: Message | None) -> dict[str, Any]:
     }
 
 
-def settle(email_id: int, msg: Message | None, connection: sa.Connection) -> None:
+def settle(draft: Draft, msg: Message | None, connection: sa.Connection) -> None:
     """Commit the email's outcome with one UPDATE, built once, on the pass's connection (the one
-    it reads with): no ORM objects to flush, and no session to end, after each email."""
-    connection.execute(SETTLE, {"email_id": email_id, **outcome(msg)})
+    it reads with): no ORM objects to flush, and no session to end, after each email.
+
+    A comment email's issue is locked first (`comment_posted` takes turns with this), and the
+    comments that joined it after it was read go to a follow-up email in the same transaction:
+    a comment is left out of no email."""
+    row = draft.row
+    comment = row.kind == "comment"
+    if comment:
+        notifications.lock_issue(row.issue_id, connection)
+    connection.execute(SETTLE, {"email_id": row.id, **outcome(msg)})
+    if comment:
+        told = [comment.id for comment in draft.facts.comments.get(row.id, [])]
+        notifications.follow_up(row.id, told, connection)
     connection.commit()
 
 
@@ -118,7 +129,7 @@ def deliver(
         log.exception("email %d could not be built or sent", draft.row.id)
         fail(draft.row.id, draft.msg, describe(error))
     else:
-        settle(draft.row.id, msg, connection)
+        settle(draft, msg, connection)
         if msg is not None:
             metrics.email_sent(draft.row)
         return msg is not None
@@ -133,8 +144,14 @@ def postpone_due(reason: str) -> None:
         db.session.commit()
 
 
-def digest_recipients(batch: list[sa.Row[Any]]) -> list[int]:
-    return [row.recipient_id for row in batch if row.kind == "digest"]
+def batch_facts(batch: list[sa.Row[Any]], connection: sa.Connection) -> Facts:
+    """What the batch's digests and comment emails tell, in one query each."""
+    digests = [row.recipient_id for row in batch if row.kind == "digest"]
+    comment_emails = [row.id for row in batch if row.kind == "comment"]
+    return Facts(
+        digest_issues(digests, connection),
+        notifications.email_comments(comment_emails, connection),
+    )
 
 
 def deliver_pass() -> int:
@@ -145,8 +162,8 @@ def deliver_pass() -> int:
     try:
         with db.engine.connect() as connection:
             while batch := due_rows(connection):
-                digests = digest_issues(digest_recipients(batch), connection)
-                drafts = [Draft(row, digests, connection) for row in batch]
+                facts = batch_facts(batch, connection)
+                drafts = [Draft(row, facts, connection) for row in batch]
                 for draft, following in zip(drafts, [*drafts[1:], None], strict=True):
                     sent += deliver(draft, following, outgoing, connection)
     except ServerUnavailable as error:
