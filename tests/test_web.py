@@ -286,7 +286,7 @@ def test_settings_change_names_email_and_preferences(signed_in, alice):
     )
     assert saved.status_code == 302
     db.session.refresh(alice)
-    assert (alice.first_name, alice.email, alice.notify_digest, alice.notify_assignments) == (
+    assert (alice.first_name, alice.email, alice.notify_digest, alice.notify_comments) == (
         "Al",
         "al@example.com",
         True,
@@ -396,3 +396,16 @@ def test_admins_manage_labels_and_issues_carry_them(signed_in, alice, new_issue)
     pk = re.search(r'action="/admin/labels/(\d+)"', signed_in.get("/admin/labels").text).group(1)
     signed_in.post(f"/admin/labels/{pk}", data={"delete": "1", "csrf_token": token})
     assert "bug" not in signed_in.get("/issues/").text
+
+
+def test_watch_and_ignore_from_the_page(app, new_issue, bob):
+    issue = new_issue(assigned_to=None)
+    page = f"/issues/{issue['id']}"
+    client = app.test_client()
+    web_sign_in(client, "bob")
+    assert "You get no comment emails about this issue." in client.get(page).text
+    token = csrf_token(client, page)
+    client.post(f"{page}/subscription", data={"watch": "yes", "csrf_token": token})
+    assert "(you watch it)" in client.get(page).text
+    client.post(f"{page}/subscription", data={"watch": "no", "csrf_token": token})
+    assert "about this issue: you ignore it." in client.get(page).text

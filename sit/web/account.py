@@ -48,7 +48,7 @@ def settings() -> Any:
     if request.method == "GET":
         return render_template("web/settings.html", user=me)
     fields: dict[str, Any] = form("first_name", "last_name", "email")
-    fields |= {name: name in request.form for name in PREFERENCES if name in MePatch.model_fields}
+    fields |= {name: name in request.form for name in PREFERENCES}
     try:
         me.change(MePatch.model_validate(fields).model_dump(exclude_unset=True))
     except ValidationError as error:

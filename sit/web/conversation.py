@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from flask import g, redirect, render_template, request, url_for
 from pydantic import ValidationError
 
-from sit import clock, comments
+from sit import clock, comments, watching
 from sit.extensions import db
 from sit.issues import may_change
 from sit.models import Comment, Event, Issue, get_or_404
@@ -48,6 +48,7 @@ def issue_page(pk: int, status: int = 200, **context: Any) -> Any:
         entries=entries,
         names=usernames(named),
         may_change=may_change(issue, g.me),
+        watching=watching.subscription(issue),
         **context,
     )
     return page, status
@@ -78,3 +79,10 @@ def edit_comment(pk: int, cid: int) -> Any:
         return page, 400
     db.session.commit()
     return redirect(url_for("web.show_issue", pk=pk, _anchor=f"comment-{cid}"))
+
+
+@bp.post("/issues/<int:pk>/subscription")
+def change_subscription(pk: int) -> Any:
+    """Watch the issue (its comment emails), or ignore it, whatever else would make you watch."""
+    watching.change_subscription(pk, ignored=request.form.get("watch") != "yes")
+    return redirect(url_for("web.show_issue", pk=pk))
