@@ -121,9 +121,12 @@ def problems(error: ValidationError | HTTPError) -> dict[str, list[str]]:
     return found
 
 
+USERNAMES = sa.select(User.id, User.username).where(
+    User.id.in_(sa.bindparam("ids", expanding=True))
+)
+
+
 def usernames(ids: set[Any]) -> dict[int, str]:
     """The username of each user id among `ids` (a page's assignees: one query)."""
-    named = sa.select(User.id, User.username).where(
-        User.id.in_({i for i in ids if isinstance(i, int)})
-    )
-    return dict(db.session.execute(named).all())
+    named = [pk for pk in ids if isinstance(pk, int)]
+    return dict(db.session.execute(USERNAMES, {"ids": named}).all()) if named else {}

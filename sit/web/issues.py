@@ -18,6 +18,7 @@ from sit.schemas import IssueIn, IssuePatch, IssueQuery
 from sit.web.base import bp, form, problems, usernames
 
 WRITABLE = ("title", "description", "assigned_to", "status")
+LABEL_NAMES = sa.select(Label.name).order_by(Label.folded)
 ACTIVE_USERS = sa.select(User).where(User.active).order_by(User.username)
 
 
@@ -58,7 +59,7 @@ def list_issues() -> Any:
         page=page,
         links=links,
         names=names,
-        label_names=db.session.scalars(sa.select(Label.name).order_by(Label.folded)).all(),
+        label_names=db.session.scalars(LABEL_NAMES).all(),
     )
 
 
