@@ -251,7 +251,7 @@ def gunicorn(
         """SIT answers: `200`, or `503` while its database is unreachable or not migrated yet."""
         try:
             return requests.get(f"{server.url}/healthz", timeout=1).status_code in (200, 503)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening, or still booting
             assert process.poll() is None, log_path.read_text()
             return False
 
