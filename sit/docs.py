@@ -1,5 +1,6 @@
 """The OpenAPI document's settings, and the `/docs` page with its assets served by SIT itself."""
 
+import json
 import re
 from importlib.util import find_spec
 from pathlib import Path
@@ -12,6 +13,7 @@ from werkzeug.routing import Map, Rule
 from sit.errors import PROBLEM_JSON
 
 ASSETS = "/docs/assets"
+REF = "#/components/schemas/"
 
 PROBLEM_SCHEMA = {
     "type": "object",
@@ -132,6 +134,24 @@ def lead_with_json(body: dict[str, Any], schemas: dict[str, Any]) -> None:
     body["content"] = {"application/json": json_media, **content}
 
 
+def share_nested(spec: dict[str, Any]) -> dict[str, Any]:
+    """APIFlask files each model an answer nests under `Outer.Inner`, a copy of `Inner` where
+    that is documented too: generators name both after their title `Inner` and drop the second.
+    Each such copy goes, for `Inner` itself."""
+    schemas = spec.get("components", {}).get("schemas", {})
+    copies = {
+        name: name.rsplit(".", 1)[1]
+        for name, schema in schemas.items()
+        if "." in name and schemas.get(name.rsplit(".", 1)[1]) == schema
+    }
+    for copy in copies:
+        del schemas[copy]
+    text = json.dumps(spec)
+    for copy, original in copies.items():
+        text = text.replace(f'"{REF}{copy}"', f'"{REF}{original}"')
+    return json.loads(text)
+
+
 def complete(spec: dict[str, Any]) -> dict[str, Any]:
     """Document what SIT's shared code sends, as it sends it: body errors on every operation
     with a body, 503 on every operation, the headers of 401 and 429, and errors as
@@ -158,7 +178,7 @@ def complete(spec: dict[str, Any]) -> dict[str, Any]:
                 if str(status) >= "400" and "application/json" in content:
                     content[PROBLEM_JSON] = content.pop("application/json")
             operation["responses"] = dict(sorted(responses.items()))
-    return spec
+    return share_nested(spec)
 
 
 def swagger_ui_assets() -> Path:

@@ -132,18 +132,21 @@ def search(query: IssueQuery, me: Caller) -> tuple[sa.Select[Any], Callable[[], 
 ISSUE_PAGE = TypeAdapter(list[IssueOut])
 
 
-def labeled(rows: list[sa.Row[Any]]) -> list[SimpleNamespace]:
-    """The issues the rows read, each with its labels' names, read in one query for them all."""
-    names = labels.names_by_issue([row.id for row in rows])
+def labeled(
+    rows: list[sa.Row[Any]], names: dict[int, list[str]] | None = None
+) -> list[SimpleNamespace]:
+    """The issues the rows read, each with its labels' names: `names`, or read in one query for
+    them all."""
+    names = labels.names_by_issue([row.id for row in rows]) if names is None else names
     return [SimpleNamespace(**row._mapping, labels=names[row.id]) for row in rows]
 
 
-def read_issue(pk: int) -> SimpleNamespace:
-    """The issue as an answer reads it (with its ETag).
+def read_issue(pk: int, names: list[str] | None = None) -> SimpleNamespace:
+    """The issue as an answer reads it (with its ETag), with its labels' `names` if known.
 
     :raise 404: no issue has this id.
     """
-    return labeled([get_or_404(Issue, pk, READ_ONE)])[0]
+    return labeled([get_or_404(Issue, pk, READ_ONE)], None if names is None else {pk: names})[0]
 
 
 def page_json(rows: list[sa.Row[Any]]) -> bytes:
@@ -183,8 +186,8 @@ def list_issues(query_data: IssueQuery) -> Any:
 @bp.output(IssueOut, status_code=201, headers=CreatedHeaders)
 def create_issue(json_or_form_data: IssueIn) -> Any:
     """Create an issue; the caller is its creator."""
-    issue = create(json_or_form_data.model_dump())
-    return respond(read_issue(issue.id), 201, {"Location": issue_url(issue.id)})
+    issue, names = create(json_or_form_data.model_dump())
+    return respond(read_issue(issue.id, names), 201, {"Location": issue_url(issue.id)})
 
 
 @bp.get(ISSUE)
@@ -232,9 +235,9 @@ def change_issue(pk: int, fields: dict[str, Any]) -> Any:
     return respond(issue)
 
 
-def create(fields: dict[str, Any]) -> Issue:
+def create(fields: dict[str, Any]) -> tuple[Issue, list[str]]:
     """A new issue by the caller, committed with its history's first event and the email it
-    causes (API and pages alike).
+    causes (API and pages alike), and its labels' names as set (no need to read them again).
 
     :raise 400: `assigned_to` names no user, or a deactivated one; `labels` names no label.
     """
@@ -244,7 +247,7 @@ def create(fields: dict[str, Any]) -> Issue:
     issue.change(fields)
     db.session.add(issue)
     notifications.save_issue(issue, None, assignee, events.created())
-    return issue
+    return issue, [label.name for label in fields["labels"]]
 
 
 def change(issue: Issue, fields: dict[str, Any]) -> None:

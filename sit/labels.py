@@ -35,6 +35,8 @@ def named(names: list[str]) -> list[Label]:
 
     :raise 400: a name is no label's.
     """
+    if not names:
+        return []
     folded = {name.casefold(): name for name in names}
     found = list(db.session.scalars(sa.select(Label).where(Label.folded.in_(folded))))
     unknown = set(folded) - {label.folded for label in found}

@@ -187,11 +187,12 @@ class Issue(db.Model):
                 setattr(self, "assigned_to_id" if name == "assigned_to" else name, value)
 
     def relabel(self, labels: list["Label"]) -> None:
-        """A new set of labels (the same set again changes nothing): the row's `updated_at` moves,
-        and so its version."""
+        """A new set of labels (the same set again changes nothing): an existing issue's
+        `updated_at` moves, and so its version."""
         if set(labels) != set(self.labels):
             self.labels = labels
-            self.updated_at = utcnow()
+            if self.id is not None:  # a new issue's row is written anyway, with its created_at
+                self.updated_at = utcnow()
 
 
 # Only whether the issue exists, for `get_or_404(Issue, pk, ISSUE_EXISTS)` before listing its

@@ -334,7 +334,9 @@ EVENTS = (
 )
 
 
-class EventOut(Output):
+# Not an `Output`: it computes no field, and pydantic cannot document a model with a
+# `json_schema_mode_override` that names another model twice (a `KeyError` in 2.14).
+class EventOut(BaseModel):
     """One thing that happened to an issue; each kind has its own fields, and only those."""
 
     id: int

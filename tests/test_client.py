@@ -1,5 +1,6 @@
 """A client generated from SIT's `/openapi.json` with openapi-python-client, as a new user would
-make one, runs the walkthrough against real gunicorn: token, create, list, get, patch, a 400."""
+make one, runs the walkthrough against real gunicorn: token, create, list, get, patch, a 400, a
+comment and the issue's history."""
 
 import importlib
 import json
@@ -90,8 +91,18 @@ def test_generated_client_runs_the_walkthrough(instance, tmp_path, monkeypatch, 
         assert invalid.status_code == 400 and isinstance(invalid.parsed, models.ValidationError)
         assert invalid.parsed.errors["title"] == ["String should have at least 1 character"]
 
+        said = models.CommentIn(body="Which printer?")
+        comment = module("api.comments.create_comment").sync_detailed(pk, client=alices, body=said)
+        assert comment.status_code == 201 and comment.parsed.author.username == "alice"
+        assert comment.headers["Location"] == comment.parsed.url
+        comments = module("api.comments.list_comments").sync(pk, client=alices)
+        assert [(found.id, found.body) for found in comments] == [(comment.parsed.id, said.body)]
+        history = module("api.history.list_events").sync(pk, client=alices)
+        assert [event.event for event in history] == ["created", "closed", "commented"]
+        assert history[-1].comment == comment.parsed.id
+
     writes = [request for request in sent if request.method in ("POST", "PATCH")]
-    assert len(writes) == 5
+    assert len(writes) == 6
     for request in writes:  # as JSON, and labelled so: never a form labelled JSON
         assert request.headers["Content-Type"] == "application/json"
         assert isinstance(json.loads(request.content), dict)

@@ -47,6 +47,7 @@ def test_a_create_adds_one_insert(client, as_alice):
         client.post("/api/", json={"title": "t"}, headers=as_alice)
     inserts = [s for s in seen if s.startswith("INSERT")]
     assert [s.split()[2] for s in inserts] == ["issues", "events"]
+    assert not any("labels" in s for s in seen)  # none given, none looked up nor read back
 
 
 def test_one_patch_records_each_change_in_one_insert(client, as_alice, alice, bob, new_issue):

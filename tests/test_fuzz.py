@@ -17,13 +17,14 @@ from helpers import BIN, PASSWORD, Server, bearer, gunicorn
 
 from sit.cli import create_user
 from sit.extensions import db
-from sit.models import Issue
+from sit.models import Comment, Issue, Label
 
 SEED = "20261124"
 MAX_EXAMPLES = "100"  # cases per operation and phase
 
 # `pk` is an existing issue half of the time (DELETE gets issues of its own to delete), or an
-# existing user in a user's path, and `assigned_to` an existing user.
+# existing user or label in theirs, `cid` an existing comment, and `assigned_to` an existing
+# user.
 CONFIG = """
 [dictionaries.issues]
 values = {issues}
@@ -33,6 +34,12 @@ values = {doomed}
 
 [dictionaries.users]
 values = {users}
+
+[dictionaries.comments]
+values = {comments}
+
+[dictionaries.labels]
+values = {labels}
 
 [parameters]
 "body.assigned_to" = {{ dictionary = "users", probability = 0.5 }}
@@ -48,8 +55,21 @@ include-method-regex = "^(GET|PUT)$"
 parameters."path.pk" = {{ dictionary = "issues", probability = 0.5 }}
 
 [[operations]]
+include-path-regex = "^/api/[{{]pk[}}]/(comments|events)/$"
+parameters."path.pk" = {{ dictionary = "issues", probability = 0.5 }}
+
+[[operations]]
+include-path = "/api/{{pk}}/comments/{{cid}}/"
+parameters."path.pk" = {{ dictionary = "issues", probability = 0.5 }}
+parameters."path.cid" = {{ dictionary = "comments", probability = 0.5 }}
+
+[[operations]]
 include-path = "/api/users/{{pk}}/"
 parameters."path.pk" = {{ dictionary = "users", probability = 0.5 }}
+
+[[operations]]
+include-path = "/api/labels/{{pk}}/"
+parameters."path.pk" = {{ dictionary = "labels", probability = 0.5 }}
 
 [[operations]]
 include-method = "DELETE"
@@ -69,7 +89,7 @@ checks.positive_data_acceptance.expected-statuses = [
 
 [[operations]]
 include-method = "GET"
-include-path-regex = "^/(api/)?(users/)?$"
+include-path-regex = "^/(api/)?((users|labels)/|[{]pk[}]/(comments|events)/)?$"
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "400", "401", "403", "404", "429", "5xx",
 ]
@@ -89,14 +109,24 @@ def target(app: Any, tmp_path: Path) -> tuple[dict[str, str], dict[str, str], Pa
     me = create_user("fuzz", "fuzz@example.com", PASSWORD, "Fuzz", "Er")
     other = create_user("other", "other@example.com", PASSWORD, "Other", "One")
     admin = create_user("boss", "boss@example.com", PASSWORD, is_admin=True)
-    issues = [Issue(creator=me, title=f"Mine {n}") for n in range(12)]
-    issues.append(Issue(creator=other, title="Not mine"))
-    db.session.add_all(issues)
+    issues = [Issue(creator=me, title=f"Mine {n}", comment_count=2) for n in range(12)]
+    issues.append(Issue(creator=other, title="Not mine", comment_count=2))
+    comments = [Comment(issue=issue, author=me, body="Mine") for issue in issues]
+    comments += [Comment(issue=issue, author=other, body="Theirs") for issue in issues]
+    labels = [Label(name=name, folded=name) for name in ("bug", "ui", "urgent")]
+    db.session.add_all([*issues, *comments, *labels])
     db.session.commit()
     ids = [issue.id for issue in issues]
-    users = [me.id, other.id, admin.id]
     config = tmp_path / "schemathesis.toml"
-    config.write_text(CONFIG.format(issues=ids[:6] + ids[-1:], doomed=ids[6:-1], users=users))
+    config.write_text(
+        CONFIG.format(
+            issues=ids[:6] + ids[-1:],
+            doomed=ids[6:-1],
+            users=[me.id, other.id, admin.id],
+            comments=[comment.id for comment in comments],
+            labels=[label.id for label in labels],
+        )
+    )
     return bearer(me), bearer(admin), config
 
 
@@ -132,7 +162,7 @@ def schemathesis(
         cwd=config.parent,
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=300,
     )
 
 

@@ -250,6 +250,15 @@ def test_the_listing_filters_by_labels(client, as_alice, bob, label, query, expe
     assert response.headers["X-Total-Count"] == str(len(expected))
 
 
+def test_a_search_with_labels_counts_the_labelled_matches_only(client, as_alice, label):
+    label("bug")
+    for body in ({"labels": ["bug"]}, {"labels": ["bug"]}, {}, {}):
+        client.post("/api/", json={"title": "Printer broken", **body}, headers=as_alice)
+    response = client.get("/api/?q=printer&label=bug&per_page=1", headers=as_alice)
+    assert len(response.json) == 1 and response.headers["X-Total-Count"] == "2"
+    assert link_map(response)["last"].endswith("page=2")
+
+
 def test_a_bad_label_filter_is_400(client, as_alice):
     response = client.get("/api/?label=" + "x" * 51, headers=as_alice)
     assert response.status_code == 400 and "label" in response.json["errors"]

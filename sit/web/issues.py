@@ -91,7 +91,7 @@ def new_issue() -> Any:
     if request.method == "GET":
         return issue_form(None)
     try:
-        issue = api.create(IssueIn.model_validate(fields_sent()).model_dump())
+        issue, _ = api.create(IssueIn.model_validate(fields_sent()).model_dump())
     except (ValidationError, HTTPError) as error:
         return issue_form(None, 400, values=fields_sent(), problems=problems(error))
     return redirect(url_for("web.show_issue", pk=issue.id))
