@@ -50,11 +50,6 @@ include-method-regex = "^(GET|PUT|PATCH)$"
 parameters."path.pk" = {{ dictionary = "issues", probability = 0.5 }}
 
 [[operations]]
-include-path = "/api/{{pk}}/subscription"
-include-method-regex = "^(GET|PUT)$"
-parameters."path.pk" = {{ dictionary = "issues", probability = 0.5 }}
-
-[[operations]]
 include-path-regex = "^/api/[{{]pk[}}]/(comments|events)/$"
 parameters."path.pk" = {{ dictionary = "issues", probability = 0.5 }}
 
@@ -62,6 +57,11 @@ parameters."path.pk" = {{ dictionary = "issues", probability = 0.5 }}
 include-path = "/api/{{pk}}/comments/{{cid}}/"
 parameters."path.pk" = {{ dictionary = "issues", probability = 0.5 }}
 parameters."path.cid" = {{ dictionary = "comments", probability = 0.5 }}
+
+[[operations]]
+include-path = "/api/{{pk}}/subscription"
+include-method-regex = "^(GET|PUT)$"
+parameters."path.pk" = {{ dictionary = "issues", probability = 0.5 }}
 
 [[operations]]
 include-path = "/api/users/{{pk}}/"
@@ -79,8 +79,17 @@ parameters."path.pk" = {{ dictionary = "doomed", probability = 0.5 }}
 # Where a check is wrong for SIT, by SIT's documented behaviour (see the README): a body that
 # matches the schema may still be a 400, because `assigned_to` must name a user who exists,
 # `/get-token/` may take its credentials from HTTP Basic instead of the body, and a form has
-# no way to say null; and an `If-Match` that is any string but the current ETag is a 412.
+# no way to say null; and an `If-Match` that is any string but the current ETag is a 412. And
+# `DELETE /api/<id>/subscription` ignores the issue (§13): the subscription is still there to
+# read, as `{"ignored": true}`, which the stateful phase's `use_after_free` reads as a deleted
+# resource still served. Per operation, Schemathesis can leave that one out of this run only
+# (a check's `enabled = false` does not reach the stateful phase); the admin's run fuzzes it.
 FALSE_POSITIVES = """
+[[operations]]
+include-path = "/api/{pk}/subscription"
+include-method = "DELETE"
+enabled = false
+
 [[operations]]
 include-method-regex = "^(POST|PUT|PATCH)$"
 checks.positive_data_acceptance.expected-statuses = [
