@@ -18,6 +18,8 @@ RATIOS = (
     ("patch", "SIT", SEED, None, None),
     ("create", "SIT", "bare", None, None),
     ("patch", "SIT", "bare", None, None),
+    ("list", "SIT pages", "SIT", 0.7, None),  # the issues page beside the API's list
+    ("get one", "SIT pages", "SIT", 0.7, None),  # an issue's page beside the API's get-one
 )
 RSS_GROWTH = 1.10
 RSS_LIMIT_MIB = 60

@@ -65,6 +65,10 @@ FULL = Settings(4, 1, 3, 60, 20, 5, ((10_000, 100_000), (2_500, 25_000)),
 QUICK = Settings(2, 1, 2, 10, 20, 3, ((1_000, 10_000), (250, 2_500)), (1_000, 10_000))
 
 
+PAGES_PASSWORD = "bench pages password"
+PAGE_SCENARIOS = ("get one", "list")  # what the pages are measured at, beside the API
+
+
 @dataclass
 class Target:
     name: str
@@ -75,6 +79,7 @@ class Target:
     assignee: int
     scenarios: tuple[str, ...] = SCENARIOS
     peer: peers.Peer | None = None  # what stops it (with its Celery worker), for a peer
+    pages: bool = False  # SIT's web pages (`/issues/`, `/issues/500`): list and get one only
 
     def stop(self) -> None:
         (self.peer or self.server).stop()
@@ -107,6 +112,8 @@ def sit_target(name: str, folder: Path, sink: servers.Sink, root: Path = servers
     instance = "sit" if root == servers.ROOT else f"sit-{root.name}"
     env, instance_path, _ = start_sit(folder, sink, instance, 100, 1000, root)
     token = servers.flask(env, "sit", "create-token", "demo1", cwd=root).strip()
+    servers.flask(env, "sit", "create-user", "reader", "--email", "r@example.com",
+                  "--password", PAGES_PASSWORD, cwd=root)  # fmt: skip
     server = servers.gunicorn(instance, "wsgi:app", "gunicorn.conf.py", env, folder, cwd=root)
     db = instance_path / "sit.db"
     demo2 = scalars(db, "SELECT id FROM users WHERE username='demo2'")[0]
@@ -136,6 +143,9 @@ def start_targets(folder: Path, sink: servers.Sink, ref: tuple[str, Path] | None
         for target in targets:
             header, value = target.auth.split(": ", 1)
             servers.wait_ready(target.server, "/api/500/", {header: value})
+        cookie = servers.session_cookie(targets[0].server, "reader", PAGES_PASSWORD)
+        targets.append(Target("SIT pages", targets[0].server, cookie, Path(), "", 2,
+                              PAGE_SCENARIOS, pages=True))  # fmt: skip
     except BaseException:
         for target in targets:
             target.stop()
@@ -145,7 +155,9 @@ def start_targets(folder: Path, sink: servers.Sink, ref: tuple[str, Path] | None
 
 def run_once(target: Target, scenario: str, seconds: float) -> dict[str, float]:
     url, script, env = f"{target.server.url}/api/", None, None
-    if scenario == "get one":
+    if target.pages:
+        url = f"{target.server.url}/issues/" + ("500" if scenario == "get one" else "")
+    elif scenario == "get one":
         url += "500/"
     elif scenario == "create":
         body = {"title": "Benchmark issue", "description": "Made by wrk", "assigned_to": 0}

@@ -2,13 +2,16 @@
 seed's stack), the seed's Celery worker and Redis, and the SMTP sink; and what /proc says about
 them (CPU time, resident memory)."""
 
+import http.cookiejar
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +185,18 @@ def redis_answers(url: str) -> bool:
         return bool(redis.Redis.from_url(url).ping())
     except redis.ConnectionError:
         return False
+
+
+def session_cookie(server: Server, username: str, password: str) -> str:
+    """The Cookie header of a web session, signed in through SIT's sign-in form."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(f"{server.url}/sign-in", timeout=10) as page:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.read().decode())[1]
+    form = {"username": username, "password": password, "csrf_token": token}
+    with opener.open(f"{server.url}/sign-in", urllib.parse.urlencode(form).encode(), 10):
+        pass
+    return "Cookie: " + "; ".join(f"{cookie.name}={cookie.value}" for cookie in jar)
 
 
 def sit_env(instance: Path, sink_port: int, **extra: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from apiflask import APIFlask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from sit import (
     auth,
@@ -26,6 +27,7 @@ from sit import (
     unsubscribe,
     users,
     watching,
+    web,
 )
 from sit.extensions import db
 from sit.extensions import mail as flask_mail  # not to shadow the module sit.mail
@@ -93,5 +95,8 @@ def create_app(test_config: dict[str, Any] | None = None, *, migrations: bool = 
     app.register_blueprint(health.bp)
     app.register_blueprint(unsubscribe.bp)
     app.register_blueprint(webhooks.bp)
+    web.init_app(app)
+    if app.config["PROXY_FIX"]:  # the client's address and scheme, as the proxies in front say
+        app.wsgi_app = ProxyFix(app.wsgi_app, **app.config["PROXY_FIX"])  # type: ignore[method-assign]
     cli.init_app(app)
     return app

@@ -21,7 +21,8 @@ bp = APIBlueprint("auth", __name__, tag="Authentication")
 
 TOKEN_SALT = "sit.access-token"
 THROTTLE_LIMIT = 10  # failed logins for one username ...
-THROTTLE_WINDOW = timedelta(minutes=5)  # ... within this window lock that username out
+ADDRESS_LIMIT = 50  # ... or from one client address, over any usernames (password spraying) ...
+THROTTLE_WINDOW = timedelta(minutes=5)  # ... within this window lock that username or address out
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,12 @@ def caller_for_token(token: str) -> Caller | None:
     if expires <= clock.utcnow().timestamp():
         g.token_problem = "The access token has expired; get a new one from /get-token/."
         return None
+    return current_caller(user_id, generation)
+
+
+def current_caller(user_id: int, generation: int) -> Caller | None:
+    """The user a token or a web session names, while active and at the token generation the
+    token or session was made under; else None, with the reason in `g.token_problem`."""
     row = db.session.connection().execute(CALLER, {"id": user_id}).one_or_none()
     if row is not None and not row.active:
         g.token_problem = DEACTIVATED
@@ -100,31 +107,37 @@ def authenticate(username: str, password: str) -> User | None:
     return user if user.check_password(password) else None
 
 
-def claim_attempt(username: str) -> LoginFailure:
+def client_address() -> str | None:
+    """The client's address: the connection's, or the one a proxy `PROXY_FIX` trusts set."""
+    return request.remote_addr
+
+
+def claim_attempt(username: str, address: str | None) -> LoginFailure:
     """Count this login as failed, committed before the password is checked.
 
     Every worker then sees it while the slow hash runs, so parallel guesses cannot all slip
-    under the limit; a login that succeeds clears the count again.
+    under the limit; a login that succeeds clears the username's count again (not the
+    address's: a sprayer who guesses one password right is still spraying).
     """
     now = clock.utcnow()
     db.session.execute(
         sa.delete(LoginFailure).where(LoginFailure.failed_at <= now - THROTTLE_WINDOW)
     )
-    attempt = LoginFailure(username=username, failed_at=now)
+    attempt = LoginFailure(username=username, address=address, failed_at=now)
     db.session.add(attempt)
     db.session.commit()
     return attempt
 
 
-def seconds_until_allowed(username: str) -> int:
-    """0 when the attempts in the window, the one just claimed included, are within the limit;
-    else how long until enough of the earlier ones leave the window."""
+def seconds_until_allowed(counted: sa.ColumnElement[bool], limit: int) -> int:
+    """0 when the failed logins in the window that `counted` selects, the one just claimed
+    included, are within `limit`; else how long until enough of the earlier ones leave it."""
     now = clock.utcnow()
     oldest_counted = db.session.scalar(
         sa.select(LoginFailure.failed_at)
-        .where(LoginFailure.username == username, LoginFailure.failed_at > now - THROTTLE_WINDOW)
+        .where(counted, LoginFailure.failed_at > now - THROTTLE_WINDOW)
         .order_by(LoginFailure.failed_at.desc(), LoginFailure.id.desc())
-        .offset(THROTTLE_LIMIT)
+        .offset(limit)
         .limit(1)
     )
     if oldest_counted is None:
@@ -132,20 +145,30 @@ def seconds_until_allowed(username: str) -> int:
     return max(1, math.ceil((oldest_counted + THROTTLE_WINDOW - now).total_seconds()))
 
 
+def throttled(username: str, address: str | None) -> tuple[int, str]:
+    """Seconds to wait, and why, when this username or this address has failed too often."""
+    wait = seconds_until_allowed(LoginFailure.username == username, THROTTLE_LIMIT)
+    if wait:
+        return wait, "Too many failed logins for this username"
+    if address is not None:
+        wait = seconds_until_allowed(LoginFailure.address == address, ADDRESS_LIMIT)
+    return wait, "Too many failed logins from your address"
+
+
 def check_password(username: str, password: str) -> User | None:
     """The user, if the password is theirs, counted by the login throttle: a wrong password
     stays counted as a failed login for the username, a right one clears its count (unless the
     account is deactivated: that login fails too).
 
-    :raise 429: 10 failed logins for this username within 5 minutes (the attempt is not counted).
+    :raise 429: 10 failed logins for this username, or 50 from the client's address, within 5
+        minutes (the attempt is not counted).
     """
-    attempt = claim_attempt(username)
-    wait = seconds_until_allowed(username)
+    attempt = claim_attempt(username, client_address())
+    wait, reason = throttled(username, attempt.address)
     if wait:
         db.session.delete(attempt)
         db.session.commit()
-        message = f"Too many failed logins for this username; try again in {wait} s."
-        abort(429, message, headers={"Retry-After": str(wait)})
+        abort(429, f"{reason}; try again in {wait} s.", headers={"Retry-After": str(wait)})
     user = authenticate(username, password)
     if user is not None and user.active:
         db.session.execute(sa.delete(LoginFailure).where(LoginFailure.username == username))
@@ -156,7 +179,7 @@ def check_password(username: str, password: str) -> User | None:
 def log_in(username: str, password: str) -> User:
     """The active user, when the password is theirs and the username is not throttled.
 
-    :raise 429: 10 failed logins for this username within 5 minutes (the attempt is not counted).
+    :raise 429: too many failed logins for this username or address (`check_password`).
     :raise 401: wrong username or password (the attempt stays counted), or, only to whoever
         knows the password, a deactivated account.
     """
@@ -201,7 +224,7 @@ def credentials(body: Credentials) -> tuple[str, str]:
     responses={
         400: "Missing username or password",
         401: "Wrong credentials",
-        429: "Too many failed logins for this username",
+        429: "Too many failed logins for this username, or from this address",
     }
 )
 def get_token(json_or_form_data: Credentials) -> dict[str, Any]:

@@ -97,18 +97,27 @@ def list_comments(pk: int, query_data: PageQuery) -> Any:
 @bp.output(CommentOut, status_code=201, headers=CommentCreatedHeaders)
 def create_comment(pk: int, json_or_form_data: CommentIn) -> Any:
     """Comment on an issue."""
+    comment = post_comment(pk, json_or_form_data.body)
+    return respond(comment, 201, {"Location": comment_url(pk, comment.id)})
+
+
+def post_comment(pk: int, body: str) -> Comment:
+    """The caller's new comment on the issue, committed with its event and its emails to the
+    watchers (API and pages alike).
+
+    :raise 404: no issue has this id.
+    """
     issue = get_or_404(Issue, pk, lock=True)
-    me, body = token_auth.current_user, json_or_form_data.body
-    comment = Comment(issue=issue, author_id=me.id, body=body)
+    comment = Comment(issue=issue, author_id=token_auth.current_user.id, body=body)
     issue.comment_count += 1
     issue.updated_at = comment.created_at = comment.updated_at = clock.utcnow()
     db.session.add(comment)
     db.session.flush()  # the comment's id, which its event names
     events.write(pk, events.commented(comment))
     notifications.comment_posted(comment)
-    messages.queue_comment("comment.created", comment, me.id)
+    messages.queue_comment("comment.created", comment, comment.author_id)
     db.session.commit()
-    return respond(comment, 201, {"Location": comment_url(pk, comment.id)})
+    return comment
 
 
 @bp.get(COMMENT)

@@ -47,6 +47,7 @@ class Defaults:
     WEBHOOK_DISABLE_AFTER = "5d"  # an endpoint whose deliveries all failed this long is deactivated
     WEBHOOK_ALLOWED_HOSTS = ""  # hostnames, CIDRs, `loopback`, `private`: targets allowed anyway
     METRICS_TOKEN = None  # when set, /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`
+    PROXY_FIX = None  # "x_for=1,x_proto=1": proxies in front setting each X-Forwarded-* header
     SQLALCHEMY_DATABASE_URI = None  # sqlite:///<instance>/sit.db, filled in by load()
     SECRET_KEY = None  # generated once into <instance>/secret_key, filled in by load()
 
@@ -159,6 +160,22 @@ def parse_allowed_hosts(value: Any) -> tuple[str, ...]:
     return tuple(entries)
 
 
+PROXY_HEADERS = ("x_for", "x_proto", "x_host", "x_port", "x_prefix")
+
+
+def parse_proxy_fix(value: Any) -> dict[str, int] | None:
+    """Werkzeug `ProxyFix`'s hop counts from `x_for=1,x_proto=1`, or None."""
+    if value is None or value == "":
+        return None
+    counts = {}
+    for item in str(value).split(","):
+        name, _, count = (part.strip() for part in item.partition("="))
+        if name not in PROXY_HEADERS or not count.isdigit():
+            raise ValueError(f"{value!r}: give {', '.join(PROXY_HEADERS)} as name=count pairs")
+        counts[name] = int(count)
+    return counts
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "ASSIGNMENT_EMAIL_DELAY": parse_duration,
     "COMMENT_EMAIL_DELAY": parse_duration,
@@ -182,6 +199,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "WEBHOOK_RETRY_SCHEDULE": parse_schedule,
     "WEBHOOK_DISABLE_AFTER": parse_duration,
     "WEBHOOK_ALLOWED_HOSTS": parse_allowed_hosts,
+    "PROXY_FIX": parse_proxy_fix,
 }
 
 

@@ -192,8 +192,26 @@ def swagger_ui_assets() -> Path:
     return Path(find_spec("swagger_ui").origin).parent / "static"
 
 
+DESCRIPTION = """\
+SIT is an issue tracker: this is its REST API. People who prefer a browser use
+[the web interface]({public_url}/issues/), served by the same application.
+
+**Getting a token.** `POST /get-token/` with `username` and `password` (a form, JSON or HTTP
+Basic) answers an access token; send it as `Authorization: Bearer <token>` (press *Authorize*
+above to try the API here). A token lasts `TOKEN_MAX_AGE`; changing your password, or an admin's
+`flask sit revoke-tokens`, ends every token issued before. Ten failed logins for a username, or
+fifty from one address, within five minutes are answered `429`.
+
+**Emails.** Whoever an issue is assigned to gets an email a while later (`ASSIGNMENT_EMAIL_DELAY`)
+unless it was reassigned meanwhile; everyone gets a digest of their assigned issues; watchers
+get the comments. Every email links to the issue's page, and each kind can be turned off in
+one click or with `PATCH /api/users/me/`.
+"""
+
+
 def init_app(app: APIFlask) -> None:
     app.config.update(SETTINGS)
+    app.config["DESCRIPTION"] = DESCRIPTION.format(public_url=app.config["PUBLIC_URL"])
     app.config["SERVERS"] = [{"url": app.config["PUBLIC_URL"]}]  # never the request's Host
     app.spec_processor(complete)
     assets = Blueprint(

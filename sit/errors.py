@@ -16,7 +16,8 @@ _MESSAGES = {"Extra inputs are not permitted": "unknown field"}
 _WHOLE_BODY = "_schema"  # where APIFlask files errors about the body as a whole
 
 
-def _message(text: str) -> str:
+def message(text: str) -> str:
+    """pydantic's message, in this API's words."""
     text = text.removeprefix("Value error, ")
     if text.startswith("Input should be a valid dictionary"):
         return "must be a JSON object or a form"
@@ -78,7 +79,7 @@ def from_http_error(error: HTTPError) -> Response:
             for path, messages in fields.items():
                 field = path.split(".")[0]  # a union's members add their names to the path
                 field = "body" if field == _WHOLE_BODY else field
-                errors.setdefault(field, []).extend(map(_message, messages))
+                errors.setdefault(field, []).extend(map(message, messages))
     detail = _describe(errors) if errors else error.message
     return problem(error.status_code, detail, errors, error.headers)
 

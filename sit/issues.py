@@ -49,6 +49,11 @@ ORDERS = {
 }
 
 
+def may_change(issue: Issue | sa.Row[Any], caller: Caller) -> bool:
+    """Whether the caller may change or delete the issue: only its creator may."""
+    return issue.created_by_id == caller.id
+
+
 def get_own_issue(pk: int) -> Issue:
     """The issue, for a change by the caller, read without a lock: the change's `UPDATE` says
     which version it applies to (`change_own_issue`).
@@ -58,7 +63,7 @@ def get_own_issue(pk: int) -> Issue:
     :raise 412: `If-Match` names a version of the issue that is no longer current.
     """
     issue = get_or_404(Issue, pk)
-    if issue.created_by_id != token_auth.current_user.id:
+    if not may_change(issue, token_auth.current_user):
         abort(403, f"Only the issue's creator ({issue.creator.username}) may change or delete it.")
     if request.if_match and not request.if_match.contains(issue.etag):
         abort(412, "The issue has changed since you read it (If-Match); fetch it and try again.")
@@ -225,13 +230,8 @@ def list_issues(query_data: IssueQuery) -> Any:
 @bp.output(IssueOut, status_code=201, headers=CreatedHeaders)
 def create_issue(json_or_form_data: IssueIn) -> Any:
     """Create an issue; the caller is its creator."""
-    fields = labels.resolve(json_or_form_data.model_dump())
-    assignee = named_assignee(fields)
-    issue = Issue(created_by_id=token_auth.current_user.id)
-    issue.change(fields)
-    db.session.add(issue)
-    notifications.save_issue(issue, None, assignee, events.created())
-    return respond(written(issue, fields["labels"]), 201, {"Location": issue_url(issue.id)})
+    issue, labelled = create(json_or_form_data.model_dump())
+    return respond(written(issue, labelled), 201, {"Location": issue_url(issue.id)})
 
 
 @bp.get(ISSUE)
@@ -274,13 +274,37 @@ def delete_issue(pk: int) -> Any:
 
 
 def change_issue(pk: int, fields: dict[str, Any]) -> Any:
-    def change(issue: Issue) -> None:
-        assignee = named_assignee(fields, issue.assigned_to_id)
-        resolved = labels.resolve(fields)
-        happened = events.changed(issue, resolved)
-        previous_assignee_id = issue.assigned_to_id
-        issue.change(resolved)
-        notifications.save_issue(issue, previous_assignee_id, assignee, happened)
-
-    issue = change_own_issue(pk, change)
+    issue = change_own_issue(pk, lambda issue: change(issue, fields))
     return respond(written(issue, issue.labels))
+
+
+def create(fields: dict[str, Any]) -> tuple[Issue, list[Label]]:
+    """A new issue by the caller, committed with its history's first event and the email it
+    causes (API and pages alike), and its labels as set (no need to read them again).
+
+    :raise 400: `assigned_to` names no user, or a deactivated one; `labels` names no label.
+    """
+    fields = labels.resolve(fields)
+    assignee = named_assignee(fields)
+    issue = Issue(created_by_id=token_auth.current_user.id)
+    issue.change(fields)
+    db.session.add(issue)
+    notifications.save_issue(issue, None, assignee, events.created())
+    return issue, fields["labels"]
+
+
+def change(issue: Issue, fields: dict[str, Any]) -> None:
+    """Change the issue (`get_own_issue`'s) and commit, with the events and the email it
+    causes.
+
+    :raise 400: `assigned_to` names no user, or a deactivated one who does not hold the issue;
+        `labels` names no label.
+    :raise StaleDataError: another request changed the issue since it was read (nothing is
+        written): `change_own_issue` reads it again.
+    """
+    assignee = named_assignee(fields, issue.assigned_to_id)
+    fields = labels.resolve(fields)
+    happened = events.changed(issue, fields)
+    previous_assignee_id = issue.assigned_to_id
+    issue.change(fields)
+    notifications.save_issue(issue, previous_assignee_id, assignee, happened)

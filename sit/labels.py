@@ -134,6 +134,30 @@ def save(label: Label) -> None:
         abort(409, f"A label is named {label.name!r} already (ignoring case).")
 
 
+def create(fields: dict[str, Any]) -> Label:
+    """A new label (`LabelIn`'s fields), committed; the caller is an admin (API and pages).
+
+    :raise 400: it is named `none`.  :raise 409: another label has its name.
+    """
+    label = Label(color=fields["color"], description=fields["description"])
+    label.rename(fields["name"])
+    db.session.add(label)
+    save(label)
+    return label
+
+
+def change(label: Label, fields: dict[str, Any]) -> None:
+    """Set the given fields (`LabelPatch`'s) and commit; the caller is an admin.
+
+    :raise 400: it is named `none`.  :raise 409: another label has its name.
+    """
+    if "name" in fields:
+        label.rename(fields.pop("name"))
+    for name, value in fields.items():
+        setattr(label, name, value)
+    save(label)
+
+
 @bp.get("/")
 @bp.auth_required(token_auth)
 @bp.input(PageQuery, location="query")
@@ -152,11 +176,7 @@ def list_labels(query_data: PageQuery) -> Any:
 def create_label(json_or_form_data: LabelIn) -> Any:
     """Create a label (admins)."""
     require_admin()
-    fields = json_or_form_data.model_dump()
-    label = Label(color=fields["color"], description=fields["description"])
-    label.rename(fields["name"])
-    db.session.add(label)
-    save(label)
+    label = create(json_or_form_data.model_dump())
     return label, 201, {"Location": label_url(label.id)}
 
 
@@ -177,12 +197,7 @@ def update_label(pk: int, json_or_form_data: LabelPatch) -> Label:
     """Rename a label, or change its color or description (admins)."""
     require_admin()
     label = get_or_404(Label, pk)
-    fields = json_or_form_data.model_dump(exclude_unset=True)
-    if "name" in fields:
-        label.rename(fields.pop("name"))
-    for name, value in fields.items():
-        setattr(label, name, value)
-    save(label)
+    change(label, json_or_form_data.model_dump(exclude_unset=True))
     return label
 
 

@@ -83,6 +83,22 @@ def read_cursor(text: str, order: Order) -> Cursor:
     return Cursor(rel, key)
 
 
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing, and where the others are: URLs by relation (first, prev, next,
+    last) and the count of every page's rows, when known."""
+
+    rows: list[sa.Row[Any]]
+    links: dict[str, str]
+    total: int | None
+
+    def headers(self) -> dict[str, str]:
+        """`Link` and, when the count is known, `X-Total-Count`."""
+        headers = {} if self.total is None else {"X-Total-Count": str(self.total)}
+        links = ", ".join(f'<{url}>; rel="{rel}"' for rel, url in self.links.items())
+        return headers | {"Link": links}
+
+
 def paginate(
     select: sa.Select[Any],
     query: PageQuery,
@@ -90,8 +106,20 @@ def paginate(
     count: Callable[[], int | None] | None = None,
 ) -> tuple[list[sa.Row[Any]], dict[str, str]]:
     """One page of the rows of an unexecuted query, in `order`, and the headers that say where
-    the others are. A page past the last one is empty. `count`, if given, counts the rows as
-    `capped_count` would, only faster.
+    the others are (`page_of`'s, for an API answer)."""
+    page = page_of(select, query, order, count)
+    return page.rows, page.headers()
+
+
+def page_of(
+    select: sa.Select[Any],
+    query: PageQuery,
+    order: Order,
+    count: Callable[[], int | None] | None = None,
+) -> Page:
+    """One page of the rows of an unexecuted query, in `order`, and where the others are. A page
+    past the last one is empty. `count`, if given, counts the rows as `capped_count` would,
+    only faster.
 
     :raise 400: `cursor` is not one of this listing's, or comes with `page`.
     """
@@ -119,12 +147,9 @@ def paginate(
         links["prev"] = page_url(page=min(query.page - 1, last or query.page))
     if rows and (more or backward):
         links["next"] = page_url(cursor=write_cursor(order, NEXT, rows[-1]))
-    headers = {}
     if last is not None:
         links["last"] = page_url(page=last)
-        headers["X-Total-Count"] = str(total)
-    headers["Link"] = ", ".join(f'<{url}>; rel="{rel}"' for rel, url in links.items())
-    return rows, headers
+    return Page(rows, links, total)
 
 
 def capped_count(select: sa.Select[Any]) -> int | None:

@@ -171,6 +171,11 @@ def issue_url(pk: int) -> str:
     return f"{current_app.config['PUBLIC_URL']}/api/{pk}/"
 
 
+def issue_page_url(pk: int) -> str:
+    """An issue's web page (`sit.web`) under `PUBLIC_URL`: the link of every email about it."""
+    return f"{current_app.config['PUBLIC_URL']}/issues/{pk}"
+
+
 def user_url(pk: int) -> str:
     """A user's address under `PUBLIC_URL`, as `issue_url`."""
     return f"{current_app.config['PUBLIC_URL']}/api/users/{pk}/"

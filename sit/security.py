@@ -5,7 +5,8 @@ An API answer is data, never a page: its policy lets a browser load, run or fram
 policy allows SIT's own origin only, and its inline script and style by their hashes, computed
 from the page as sent, so no injected inline code and no outside host could run there. The
 unsubscribe pages (`sit.unsubscribe`) are plain HTML whose one form posts back to SIT: their
-policy allows nothing but that form.
+policy allows nothing but that form. The web interface (`sit.web`) loads its own scripts,
+styles and images only, never inline ones, and its forms post to SIT only.
 """
 
 import re
@@ -24,6 +25,11 @@ DOCS_POLICY = (
 DOCS_ENDPOINT = "openapi.docs"  # APIFlask's Swagger UI page
 FORM_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 FORM_BLUEPRINT = "unsubscribe"
+WEB_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+WEB_BLUEPRINT = "web"
 
 
 def inline_hashes(tag: str, html: str) -> str:
@@ -46,6 +52,8 @@ def add_headers(response: Response) -> Response:
         policy = docs_policy(response.get_data(as_text=True))
     elif request.blueprint == FORM_BLUEPRINT and response.mimetype == "text/html":
         policy = FORM_POLICY
+    elif request.blueprint == WEB_BLUEPRINT:
+        policy = WEB_POLICY
     else:
         policy = API_POLICY
     response.headers["Content-Security-Policy"] = policy

@@ -22,6 +22,7 @@ from helpers import (
     bearer,
     migrate,
 )
+from playwright.sync_api import Browser, sync_playwright
 
 from sit import create_app
 from sit.cli import create_user
@@ -234,3 +235,17 @@ def auth_sink() -> Iterator[Callable[..., AuthSink]]:
     yield start
     for sink in sinks:
         sink.stop()
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `.ci/run` installs it
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium (never a downloaded one), driven by Playwright: one for the whole run,
+    each test opening pages or contexts of its own."""
+    assert CHROMIUM.exists(), "install Debian's chromium: apt-get install chromium"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        yield browser
+        browser.close()

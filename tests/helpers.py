@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import flask
 import pytest
 import requests
 import sqlalchemy as sa
@@ -254,7 +255,7 @@ def gunicorn(
         """SIT answers: `200`, or `503` while its database is unreachable or not migrated yet."""
         try:
             return requests.get(f"{server.url}/healthz", timeout=1).status_code in (200, 503)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening, or still booting
             assert process.poll() is None, log_path.read_text()
             return False
 
@@ -526,3 +527,25 @@ class Receiver:
         verifier = Verifier(secret)
         lowered = [({k.lower(): v for k, v in h.headers.items()}, h) for h in self.got]
         return [verifier.verify(h.body, headers) for headers, h in lowered if h.status < 300]
+
+
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token(client: Any, url: str = "/sign-in") -> str:
+    """The CSRF token of the form on a page (the session's: any form of it will do).
+
+    Requests made inside a test's app context share its `g`, where Flask-WTF keeps the token
+    it made last: dropped first, so each client's session gets its own."""
+    flask.g.pop("csrf_token", None)
+    page = client.get(url)
+    assert page.status_code == 200, page.text
+    return CSRF_FIELD.search(page.text).group(1)
+
+
+def web_sign_in(client: Any, username: str, password: str = PASSWORD, **environ: Any) -> Any:
+    """Sign in through the sign-in form; the client then holds the session cookie."""
+    form = {"username": username, "password": password, "csrf_token": csrf_token(client)}
+    signed = client.post("/sign-in", data=form, environ_base=environ)
+    flask.g.pop("csrf_token", None)  # the new session makes its own (see `csrf_token`)
+    return signed

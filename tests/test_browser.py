@@ -2,31 +2,18 @@
 Content-Security-Policy: Debian's chromium (never a downloaded one), driven by Playwright, against
 real gunicorn. Every wait has a deadline."""
 
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
 import sqlalchemy as sa
 from helpers import gunicorn
-from playwright.sync_api import Browser, ConsoleMessage, Request, expect, sync_playwright
+from playwright.sync_api import ConsoleMessage, Request, expect
 
 from sit.auth import issue_token
 from sit.extensions import db
 from sit.models import User
 from sit.unsubscribe import unsubscribe_url
 
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; `.ci/run` installs it
 TIMEOUT_MS = 10_000
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    assert CHROMIUM.exists(), "install Debian's chromium: apt-get install chromium"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
-        yield browser
-        browser.close()
 
 
 def test_docs_page_authorizes_and_lists_issues_without_csp_violations(

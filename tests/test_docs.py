@@ -7,8 +7,8 @@ import pytest
 from openapi_spec_validator import validate
 
 # The blueprints of what is not the API: the document itself, its page's assets, Prometheus's
-# metrics and the unsubscribe pages a mail client opens.
-NOT_API = {"openapi", "docs_assets", "metrics", "unsubscribe"}
+# metrics, the unsubscribe pages a mail client opens and the web interface's pages.
+NOT_API = {"openapi", "docs_assets", "metrics", "unsubscribe", "web"}
 
 
 def documented_path(rule):
@@ -152,3 +152,10 @@ def test_conditional_request_headers_are_documented(spec):
         "patch": ["If-Match"],
         "delete": ["If-Match"],
     }
+
+
+def test_the_document_says_how_to_get_a_token_and_links_the_pages(spec):
+    description = spec["info"]["description"]
+    assert "POST /get-token/" in description and "Authorization: Bearer" in description
+    assert "(http://sit.test/issues/)" in description
+    assert "email" in description

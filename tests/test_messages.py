@@ -43,7 +43,7 @@ def test_assignment_email_says_who_what_and_where(app, mail_to_sink, new_issue, 
         assert f"#{issue['issue_id']}" in text, subtype
         for fact in ("Printer on fire", "Smoke from tray 2", "open", "Alice Liddell"):
             assert fact in text, (subtype, fact)
-        assert f"http://sit.test/api/{issue['id']}/" in text, subtype
+        assert f"http://sit.test/issues/{issue['id']}" in text, subtype  # its page
 
 
 def test_user_text_is_escaped_in_html_and_verbatim_in_text(app, mail_to_sink, new_issue, clock):
@@ -102,7 +102,7 @@ def test_every_email_carries_its_one_click_unsubscribe_link(
 
 
 def link(issue):
-    return f"http://sit.test/api/{issue.id}/"
+    return f"http://sit.test/issues/{issue.id}"
 
 
 def issue_blocks(text, issues):

@@ -19,7 +19,7 @@ from flask import current_app, render_template
 
 from sit import clock
 from sit.models import Issue, User
-from sit.schemas import issue_url
+from sit.schemas import issue_page_url
 from sit.unsubscribe import unsubscribe_url
 
 STATUS_NAMES = {"O": "open", "C": "closed"}
@@ -114,7 +114,9 @@ def display_name(user: Named) -> str:
 def summary(issue: sa.Row[Any], description: str = "") -> Summary:
     """What an email says about an issue (a row of `issue_facts`)."""
     status, creator = STATUS_NAMES[issue.status], display_name(issue)
-    return Summary(issue.issue_id, issue.title, status, creator, issue_url(issue.id), description)
+    return Summary(
+        issue.issue_id, issue.title, status, creator, issue_page_url(issue.id), description
+    )
 
 
 def boundary() -> str:

@@ -1,0 +1,132 @@
+"""The pages' blueprint: who is signed in (the session), CSRF, error pages, form errors.
+
+A session names a user and the token generation it was signed in under, so a new password or
+`flask sit revoke-tokens` ends it as it ends the user's tokens. The signed-in user becomes the
+caller the API's functions read (`token_auth.current_user`), so `get_own_issue`,
+`require_admin` and the rest decide for a page exactly as for an API call. A session never
+authenticates an API call: the API reads tokens only.
+"""
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from apiflask import APIBlueprint, HTTPError, abort
+from flask import g, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
+from flask_wtf.csrf import CSRFProtect
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from sit import auth, errors
+from sit.extensions import db
+from sit.models import User
+
+# An APIBlueprint only so that APIFlask, which takes every blueprint for one, can leave it out
+# of the OpenAPI document: pages are no API.
+bp = APIBlueprint(
+    "web",
+    __name__,
+    enable_openapi=False,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
+csrf = CSRFProtect()
+
+OPEN_PAGES = frozenset({"web.sign_in", "web.static"})  # every other page needs a session
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie, `Secure` whenever the request came over https (through a proxy
+    `PROXY_FIX` trusts, too), not only when configured so."""
+
+    def get_cookie_secure(self, app: Any) -> bool:
+        return request.is_secure or super().get_cookie_secure(app)
+
+
+def sign_in_session(user: Any) -> None:
+    """Start a session for the user, under their current token generation."""
+    session.clear()
+    session.permanent = True  # for PERMANENT_SESSION_LIFETIME: TOKEN_MAX_AGE
+    session["uid"], session["gen"] = user.id, user.token_generation
+
+
+def same_origin() -> None:
+    """:raise 403: the browser says the form was sent from another site."""
+    origin = request.headers.get("Origin")
+    own = f"{request.scheme}://{request.host}"
+    if request.headers.get("Sec-Fetch-Site") == "cross-site" or (origin and origin != own):
+        abort(403, "This form was sent from another site; nothing was changed.")
+
+
+@bp.before_request
+def load_session() -> Any:
+    """Check a form's origin and CSRF token, load the session's user, and send whoever is not
+    signed in to the sign-in page, which brings them back here."""
+    if request.method == "POST":
+        same_origin()
+        csrf.protect()
+    uid = session.get("uid")
+    g.me = auth.current_caller(uid, session.get("gen")) if uid is not None else None
+    if uid is not None and g.me is None:
+        session.clear()  # a new password, revoked tokens, a deactivated account
+    if g.me is not None:
+        g.flask_httpauth_user = g.me  # where `token_auth.current_user` reads the caller
+    elif request.endpoint not in OPEN_PAGES:
+        return redirect(url_for("web.sign_in", next=local_path(request.full_path)))
+    return None
+
+
+def local_path(target: str | None) -> str:
+    """A path on this site to go back to (never another site's URL), else the issues page."""
+    parts = urlsplit(target or "")
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or "\\" in target:
+        return url_for("web.list_issues")
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+@bp.errorhandler(HTTPError)
+def api_error_page(error: HTTPError) -> Any:
+    """What the API's functions raise (`abort`, `errors.invalid`), as a page."""
+    found = error.extra_data.get("errors")
+    detail = "; ".join(f"{k}: {', '.join(v)}" for k, v in found.items()) if found else None
+    return error_page(error.status_code, detail or error.message, error.headers)
+
+
+@bp.errorhandler(HTTPException)
+def http_error_page(error: HTTPException) -> Any:
+    """Werkzeug's (a 404 of `get_or_404`, a missing CSRF token's 400), as a page."""
+    return error_page(error.code or 500, error.description or "")
+
+
+def error_page(status: int, detail: str, headers: Any = None) -> Any:
+    return render_template("web/error.html", status=status, detail=detail), status, headers or {}
+
+
+def form(*names: str) -> dict[str, str]:
+    """The form's fields of these names (never its CSRF token, which the API's schemas, strict
+    about unknown fields, would refuse)."""
+    return {name: request.form[name] for name in names if name in request.form}
+
+
+def problems(error: ValidationError | HTTPError) -> dict[str, list[str]]:
+    """What is wrong with each field of a form, as the API would say it in a `400`."""
+    if isinstance(error, HTTPError):
+        return dict(error.extra_data.get("errors") or {"form": [error.message]})
+    found: dict[str, list[str]] = {}
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "form"
+        found.setdefault(field, []).append(errors.message(item["msg"]))
+    return found
+
+
+USERNAMES = sa.select(User.id, User.username).where(
+    User.id.in_(sa.bindparam("ids", expanding=True))
+)
+
+
+def usernames(ids: set[Any]) -> dict[int, str]:
+    """The username of each user id among `ids` (a page's assignees: one query)."""
+    named = [pk for pk in ids if isinstance(pk, int)]
+    return dict(db.session.execute(USERNAMES, {"ids": named}).all()) if named else {}

@@ -1,0 +1,122 @@
+"""An issue's conversation on its page: comments and history interleaved, commenting, editing
+one's own comments. Who may edit a comment is decided where the API decides it
+(`sit.comments.get_changeable_comment`)."""
+
+from typing import Any
+
+import sqlalchemy as sa
+from flask import g, redirect, render_template, request, url_for
+from pydantic import ValidationError
+from sqlalchemy.orm import aliased
+
+from sit import clock, comments, watching
+from sit.extensions import db
+from sit.issues import may_change
+from sit.models import Comment, Event, Issue, Label, User, get_or_404, issue_labels
+from sit.schemas import CommentIn
+from sit.web.base import bp, form, problems, usernames
+
+# Built once, with the issue as a parameter, so SQLAlchemy reuses their compiled form. A comment
+# is its own entry: its `commented` event would say it twice.
+ISSUE_PK = sa.bindparam("pk")
+HISTORY = (
+    sa.select(Event.id, Event.event, Event.details, Event.created_at, User.username.label("actor"))
+    .join(User, User.id == Event.actor_id)
+    .where(Event.issue_id == ISSUE_PK, Event.event != "commented")
+    .order_by(Event.id)
+)
+COMMENTS = (
+    sa.select(
+        *(Comment.id, Comment.author_id, Comment.body, Comment.created_at, Comment.updated_at),
+        User.username.label("author"),
+    )
+    .join(User, User.id == Comment.author_id)
+    .where(Comment.issue_id == ISSUE_PK)
+    .order_by(Comment.id)
+)
+ASSIGNEE = aliased(User)
+ISSUE = (
+    sa.select(
+        *(Issue.id, Issue.issue_id, Issue.title, Issue.description, Issue.status),
+        *(Issue.created_at, Issue.assigned_to_id, Issue.created_by_id, Issue.etag.label("etag")),
+        User.username.label("creator"),
+        ASSIGNEE.username.label("assignee"),
+    )
+    .join(User, User.id == Issue.created_by_id)
+    .outerjoin(ASSIGNEE, ASSIGNEE.id == Issue.assigned_to_id)
+    .where(Issue.id == ISSUE_PK)
+)
+LABELS = (
+    sa.select(Label.name, Label.color)
+    .join(issue_labels)
+    .where(issue_labels.c.issue_id == ISSUE_PK)
+    .order_by(Label.folded)
+)
+
+
+def timeline(pk: int) -> tuple[list[sa.Row[Any]], set[int]]:
+    """The issue's comments and events (rows, with their author's or actor's username), oldest
+    first, and the ids of the users its events name (an assignment's `from` and `to`)."""
+    connection = db.session.connection()  # Core rows: no ORM objects to build
+    said = connection.execute(COMMENTS, {"pk": pk}).all()
+    happened = connection.execute(HISTORY, {"pk": pk}).all()
+    named = {pk for event in happened if event.event == "assigned" for pk in event.details.values()}
+    entries = sorted([*said, *happened], key=lambda entry: entry.created_at)
+    return entries, {pk for pk in named if pk}
+
+
+@bp.get("/issues/<int:pk>")
+def show_issue(pk: int) -> Any:
+    return issue_page(pk)
+
+
+def issue_page(pk: int, status: int = 200, **context: Any) -> Any:
+    """The issue, its labels and its conversation, with the comment form (`context` fills it
+    again after a refused comment)."""
+    issue = get_or_404(Issue, pk, ISSUE)
+    entries, named = timeline(pk)
+    page = render_template(
+        "web/issue.html",
+        issue=issue,
+        labels=db.session.execute(LABELS, {"pk": pk}).all(),
+        entries=entries,
+        names=usernames(named),
+        may_change=may_change(issue, g.me),
+        watching=watching.subscription(issue),
+        **context,
+    )
+    return page, status
+
+
+@bp.post("/issues/<int:pk>/comments")
+def create_comment(pk: int) -> Any:
+    try:
+        comment = comments.post_comment(pk, CommentIn.model_validate(form("body")).body)
+    except ValidationError as error:
+        return issue_page(pk, 400, problems=problems(error), body=request.form.get("body", ""))
+    return redirect(url_for("web.show_issue", pk=pk, _anchor=f"comment-{comment.id}"))
+
+
+@bp.route("/issues/<int:pk>/comments/<int:cid>/edit", methods=["GET", "POST"])
+def edit_comment(pk: int, cid: int) -> Any:
+    """Your own comment's text (`get_changeable_comment` decides whose it is)."""
+    comment = comments.get_changeable_comment(pk, cid)
+    if request.method == "GET":
+        return render_template("web/comment_form.html", comment=comment, body=comment.body)
+    try:
+        comment.edit(CommentIn.model_validate(form("body")).body, clock.utcnow())
+    except ValidationError as error:
+        db.session.rollback()
+        page = render_template(
+            "web/comment_form.html", comment=comment, body="", problems=problems(error)
+        )
+        return page, 400
+    db.session.commit()
+    return redirect(url_for("web.show_issue", pk=pk, _anchor=f"comment-{cid}"))
+
+
+@bp.post("/issues/<int:pk>/subscription")
+def change_subscription(pk: int) -> Any:
+    """Watch the issue (its comment emails), or ignore it, whatever else would make you watch."""
+    watching.change_subscription(pk, ignored=request.form.get("watch") != "yes")
+    return redirect(url_for("web.show_issue", pk=pk))
