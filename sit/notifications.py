@@ -204,7 +204,8 @@ def comment_posted(comment: Comment) -> None:
     db.session.flush()
     told = [{"email_id": email_id, "comment_id": comment.id} for email_id in emails.values()]
     told += [{"email_id": email.id, "comment_id": comment.id} for email in new]
-    db.session.execute(sa.insert(outbox_comments), told)
+    if told:  # none when no watcher wants comment emails now
+        db.session.execute(sa.insert(outbox_comments), told)
 
 
 Comments = dict[int, list[sa.Row[Any]]]

@@ -155,6 +155,12 @@ def test_an_ignoring_watcher_gets_no_email_and_a_subscriber_does(
     assert pending() == {(carol.id, issue)}
 
 
+def test_a_comment_no_watcher_wants_an_email_for_queues_none(app, issue, alice, bob):
+    bob.change({"notify_comments": False})
+    post(issue, alice, "said: quiet")
+    assert outbox(kind="comment") == []
+
+
 def test_a_comment_made_while_its_email_is_being_sent_goes_in_a_follow_up(
     app, mail_to_sink, issue, alice, bob, clock, monkeypatch
 ):
