@@ -16,10 +16,10 @@ branch_labels = None
 depends_on = None
 
 
-def issue_column() -> sa.Column:
-    return sa.Column(
-        "issue_id", sa.Integer(), sa.ForeignKey("issues.id", ondelete="CASCADE"), nullable=False
-    )
+def cascading(name: str, table: str, primary_key: bool = False) -> sa.Column:
+    """A column naming a row of `table`, deleted with it."""
+    foreign_key = sa.ForeignKey(f"{table}.id", ondelete="CASCADE")
+    return sa.Column(name, sa.Integer(), foreign_key, nullable=False, primary_key=primary_key)
 
 
 def user_column(name: str) -> sa.Column:
@@ -42,7 +42,7 @@ def upgrade() -> None:
     op.create_table(
         "comments",
         sa.Column("id", sa.Integer(), primary_key=True),
-        issue_column(),
+        cascading("issue_id", "issues"),
         user_column("author_id"),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
@@ -54,7 +54,7 @@ def upgrade() -> None:
     op.create_table(
         "events",
         sa.Column("id", sa.Integer(), primary_key=True),
-        issue_column(),
+        cascading("issue_id", "issues"),
         user_column("actor_id"),
         sa.Column("event", sa.String(20), nullable=False),
         sa.Column("details", sa.JSON(), nullable=False),
@@ -72,28 +72,13 @@ def upgrade() -> None:
     )
     op.create_table(
         "issue_labels",
-        sa.Column(
-            "issue_id",
-            sa.Integer(),
-            sa.ForeignKey("issues.id", ondelete="CASCADE"),
-            primary_key=True,
-        ),
-        sa.Column(
-            "label_id",
-            sa.Integer(),
-            sa.ForeignKey("labels.id", ondelete="CASCADE"),
-            primary_key=True,
-        ),
+        cascading("issue_id", "issues", primary_key=True),
+        cascading("label_id", "labels", primary_key=True),
         sa.Index("ix_issue_labels_label_id_issue_id", "label_id", "issue_id"),
     )
     op.create_table(
         "subscriptions",
-        sa.Column(
-            "issue_id",
-            sa.Integer(),
-            sa.ForeignKey("issues.id", ondelete="CASCADE"),
-            primary_key=True,
-        ),
+        cascading("issue_id", "issues", primary_key=True),
         sa.Column("user_id", sa.Integer(), sa.ForeignKey("users.id"), primary_key=True, index=True),
         sa.Column("ignored", sa.Boolean(), nullable=False),
     )
