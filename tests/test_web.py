@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 from helpers import CSRF_FIELD, PASSWORD, app_context, bearer, csrf_token, web_sign_in
 
+from sit import issues as api
 from sit.auth import ADDRESS_LIMIT
 from sit.config import ConfigError
 from sit.extensions import db
@@ -247,6 +248,30 @@ def test_a_stale_save_shows_what_changed_and_overwrites_nothing(
     assert signed_in.post(f"/issues/{issue['id']}/edit", data=again).status_code == 302
     db.session.rollback()
     assert db.session.get(Issue, issue["id"]).title == "My title"
+
+
+def test_a_change_landing_between_the_read_and_the_save_is_a_stale_save(
+    signed_in, new_issue, bob, monkeypatch
+):
+    """The save's UPDATE checks the version the page read: a change committed in between (by
+    another request) is shown as a stale save, never a 500, and is not overwritten."""
+    issue = new_issue(title="Old title")
+    opened = edit_form(signed_in, issue["id"])
+    change = api.change
+
+    def after_theirs(mine, fields):
+        with db.engine.begin() as other:
+            theirs = sa.update(Issue).where(Issue.id == mine.id)
+            other.execute(theirs.values(title="Their title", version=Issue.version + 1))
+        change(mine, fields)
+
+    monkeypatch.setattr(api, "change", after_theirs)
+    mine = opened | {"title": "My title", "description": "Smoke", "assigned_to": str(bob.id)}
+    stale = signed_in.post(f"/issues/{issue['id']}/edit", data=mine | {"status": "O"})
+    assert stale.status_code == 409, stale.text
+    assert "was “Old title”, is now “Their title”" in stale.text
+    db.session.rollback()
+    assert db.session.get(Issue, issue["id"]).title == "Their title"
 
 
 def test_a_new_issue_is_made_as_the_api_makes_it(signed_in, bob):
