@@ -4,6 +4,7 @@ import secrets
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 from helpers import flask_cli, free_port
 
 from sit import clock, health
@@ -97,6 +98,32 @@ def test_counts_and_the_latest_error_while_an_email_is_retrying(app, alice, now)
     assert (delivery.pending, delivery.retrying, delivery.overdue, delivery.failed) == (5, 2, 1, 1)
     assert delivery.last_error == "451 later"  # of a retrying email, the latest attempt's
     assert delivery.status == "degraded"
+
+
+def test_an_attempt_failing_while_it_is_read_never_shows_retrying_without_its_error(
+    app, alice, now
+):
+    """The runner commits between the reading's statements (as under gunicorn on PostgreSQL)."""
+    email = queue(alice, now)
+    db.session.commit()
+    email_id = email.id
+
+    seen = []
+
+    def fail_the_attempt(*args: object) -> None:
+        seen.append(args[2])
+        if len(seen) == 1:  # after the first, from another connection: the runner's
+            with db.engine.begin() as other:
+                failed = {"attempts": 1, "last_error": "Connection refused", "last_error_at": now}
+                other.execute(sa.update(Email).where(Email.id == email_id).values(failed))
+
+    sa.event.listen(db.engine, "after_cursor_execute", fail_the_attempt)
+    try:
+        delivery = health.read()
+    finally:
+        sa.event.remove(db.engine, "after_cursor_execute", fail_the_attempt)
+    assert (delivery.retrying, delivery.last_error) in ((0, None), (1, "Connection refused"))
+    assert (health.read().retrying, health.read().last_error) == (1, "Connection refused")
 
 
 @pytest.mark.parametrize(
