@@ -188,10 +188,10 @@ def page_json(rows: list[sa.Row[Any]]) -> bytes:
     return ISSUE_PAGE.dump_json(issues) + b"\n"
 
 
-def written(issue: Issue, labels: list[Label]) -> SimpleNamespace:
-    """What a write answers, from the issue as it wrote it and its `labels`: nothing read back
-    and no creator loaded, since only its creator, the caller, writes an issue (create req/s:
-    the read back was a tenth of a create, `bench/RESULTS.md`)."""
+def written(issue: Issue, labels: list[Label] | list[str]) -> SimpleNamespace:
+    """What a write answers, from the issue as it wrote it and its `labels` (or their names):
+    no creator loaded, since only its creator, the caller, writes an issue, and the issue not
+    read back (create req/s: the read back was a tenth of a create, `bench/RESULTS.md`)."""
     return SimpleNamespace(
         **{column: getattr(issue, column) for column in WRITTEN},
         labels=labels,
@@ -275,7 +275,9 @@ def delete_issue(pk: int) -> Any:
 
 def change_issue(pk: int, fields: dict[str, Any]) -> Any:
     issue = change_own_issue(pk, lambda issue: change(issue, fields))
-    return respond(written(issue, issue.labels))
+    # its labels by one Core statement: the ORM's lazy load of `issue.labels` was an eighth of a
+    # patch (in-process CPU, `bench/RESULTS.md`, where a patch's time goes)
+    return respond(written(issue, labels.names_by_issue([issue.id])[issue.id]))
 
 
 def create(fields: dict[str, Any]) -> tuple[Issue, list[Label]]:
