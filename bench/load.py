@@ -18,14 +18,15 @@ THREADS, CONNECTIONS = 2, 32
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 
-def ensure_wrk() -> str:
-    """The path of wrk, installed with apt-get when it is missing."""
-    if not shutil.which("wrk"):
-        print("wrk is missing: apt-get install -y wrk", flush=True)
-        if subprocess.run(["apt-get", "install", "-y", "wrk"], check=False).returncode:
+def ensure(command: str) -> str:
+    """The path of a command from Debian's package of the same name (wrk, valgrind), installed
+    with apt-get when it is missing."""
+    if not shutil.which(command):
+        print(f"{command} is missing: apt-get install -y {command}", flush=True)
+        if subprocess.run(["apt-get", "install", "-y", command], check=False).returncode:
             subprocess.run(["apt-get", "update"], check=True)
-            subprocess.run(["apt-get", "install", "-y", "wrk"], check=True)
-    return shutil.which("wrk") or "wrk"
+            subprocess.run(["apt-get", "install", "-y", command], check=True)
+    return shutil.which(command) or command
 
 
 def wrk_command(url: str, seconds: float, token_header: str, script: str | None) -> list[str]:

@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import Any
 
+import instructions
 import matplotlib
 import scale
 
@@ -101,6 +102,27 @@ def seed_tasks_line(tasks: dict[str, int]) -> str:
     )
 
 
+def instruction_rows(counts: dict[str, dict[str, int]]) -> list[str]:
+    """Each SIT's instructions per request, and the first SIT's ÷ each other's (below 1: the
+    first costs less)."""
+    names = list(counts)
+    ratios = [f"{names[0]} ÷ {name}" for name in names[1:]]
+    lines = [
+        "**Instructions per request inside the app** (`bench/instructions.py`: valgrind's "
+        "callgrind, 100 requests after 20 of warm-up, Flask's test client, scheduler off; the "
+        "same count whatever the machine's load):",
+        "",
+        "| scenario | " + " | ".join([*names, *ratios]) + " |",
+        "|---" * (1 + len(names) + len(ratios)) + "|",
+    ]
+    for scenario in instructions.SCENARIOS:
+        figures = [counts[name][scenario] for name in names]
+        shares = [fmt(figures[0] / figure) for figure in figures[1:]]
+        cells = [f"{figure / 1e6:.2f} M" for figure in figures]
+        lines.append(f"| {scenario} | " + " | ".join([*cells, *shares]) + " |")
+    return lines
+
+
 def write(data: dict[str, Any], path: Path) -> None:
     machine, late, digest = data["machine"], data["lateness"], data["digest"]
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
@@ -160,6 +182,8 @@ def write(data: dict[str, Any], path: Path) -> None:
         f"{data['rss']['after']}.",
         f"- SIT server CPU per GET one (master + workers, utime + stime from /proc): "
         f"{', '.join(f'{x:.3f}' for x in data['cpu_ms'])} ms per request in each round.",
+        "",
+        *instruction_rows(data["instructions"]),
         "",
         "## Email",
         "",

@@ -4,7 +4,9 @@ Run from the project folder with SIT's virtualenv: `.venv/bin/python bench/run.p
 a short smoke run, `--out DIR` elsewhere, `--only http` (or lateness, digest, scale) to run one
 phase while working on it: that prints its figures and writes no report, but for scale, which
 writes its own section of RESULTS.md; `--against REF` to run SIT as it was at git ref REF beside
-the current one in the HTTP phase, each scenario's ratio and profile side by side)."""
+the current one in the HTTP phase, each scenario's ratio and profile side by side, and in the
+instructions phase, each request's instructions counted by callgrind: a change's cost that a
+loaded machine cannot blur, `--only instructions --against REF` in about two minutes)."""
 
 import argparse
 import json
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import against
+import instructions
 import load
 import peers
 import report
@@ -329,12 +332,27 @@ def digest_phase(folder: Path, sink: servers.Sink, settings: Settings) -> dict[s
     return {"digest": {"runs": runs, "raw": raw}}
 
 
+def instructions_phase(
+    folder: Path, sink: servers.Sink, settings: Settings, ref: tuple[str, Path] | None = None
+) -> dict[str, Any]:
+    """Instructions per request in each SIT (this one, and `ref`'s), counted by callgrind."""
+    roots = {"SIT": servers.ROOT} | ({f"SIT@{ref[0]}": ref[1]} if ref else {})
+    counts = {}
+    for name, root in roots.items():
+        log(f"instructions: {name}")
+        instance = f"counted-{name.replace('@', '-')}"
+        env, path, _ = start_sit(folder, sink, instance, 100, 1000, root)
+        counts[name] = instructions.count(root, path, env, folder)
+    return {"instructions": counts}
+
+
 def scale_phase(folder: Path, sink: servers.Sink, settings: Settings) -> dict[str, Any]:
     return scale.phase(folder, sink, settings.scale_sizes, log)
 
 
 PHASES = {
     "http": http_phase,
+    "instructions": instructions_phase,
     "lateness": lateness_phase,
     "digest": digest_phase,
     "scale": scale_phase,
@@ -393,7 +411,8 @@ def main() -> None:
     parser.add_argument("--against", metavar="REF", help="SIT at this git ref, beside this one")
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
-    load.ensure_wrk()
+    load.ensure("wrk")
+    load.ensure("valgrind")
     began = time.monotonic()
     data: dict[str, Any] = {"machine": machine(), "settings": settings.__dict__}
     folder = Path(tempfile.mkdtemp(prefix="sit-bench-"))
@@ -403,7 +422,11 @@ def main() -> None:
     try:
         if args.against:
             checkout = against.check_out(args.against, folder)
-        phases = PHASES | {"http": partial(http_phase, ref=checkout and (args.against, checkout))}
+        ref = checkout and (args.against, checkout)
+        phases = PHASES | {
+            "http": partial(http_phase, ref=ref),
+            "instructions": partial(instructions_phase, ref=ref),
+        }
         for phase in args.only or PHASES:
             data |= phases[phase](folder, sink, settings)
     finally:
@@ -419,6 +442,8 @@ def main() -> None:
         profiles = data.pop("profiles", {})
         print(json.dumps(partial_figures(data), indent=1, default=str))
         print("\n".join(report.profile_sections(profiles)))
+        if "instructions" in data:
+            print("\n".join(report.instruction_rows(data["instructions"])))
         if "scale" in data:  # its own section of RESULTS.md, the others kept
             data["command"] = command + " --only scale"
             args.out.mkdir(parents=True, exist_ok=True)
