@@ -39,6 +39,21 @@ def test_whoever_comments_watches(client, new_issue, alice, carol):
     assert carol.id in watchers(issue)
 
 
+@pytest.mark.parametrize(("choice", "reason"), [("PUT", "commented"), ("DELETE", None)])
+def test_only_ones_own_comments_and_choice_count(
+    client, as_alice, new_issue, bob, carol, choice, reason
+):
+    issue = new_issue()["id"]  # alice's, assigned to bob
+    post(issue, bob, "On it")
+    subscription(client, as_alice, issue, "DELETE")
+    as_carol = bearer(carol)
+    nothing = {"subscribed": False, "ignored": False, "reason": None}
+    assert subscription(client, as_carol, issue) == nothing  # neither bob's comment nor alice's
+    post(issue, carol, "Me too")
+    subscription(client, as_carol, issue, choice)
+    assert subscription(client, as_carol, issue)["reason"] == reason
+
+
 def test_put_subscribes_and_delete_ignores_beating_every_reason(
     client, as_alice, new_issue, alice, bob, carol
 ):

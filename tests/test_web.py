@@ -6,7 +6,16 @@ import re
 import flask
 import pytest
 import sqlalchemy as sa
-from helpers import CSRF_FIELD, PASSWORD, app_context, bearer, csrf_token, web_sign_in
+from helpers import (
+    CSRF_FIELD,
+    PASSWORD,
+    app_context,
+    bearer,
+    comment_on,
+    csrf_token,
+    statements,
+    web_sign_in,
+)
 
 from sit import issues as api
 from sit.auth import ADDRESS_LIMIT
@@ -362,6 +371,38 @@ def test_the_conversation_interleaves_comments_with_history(
     assert [text.index(part) for part in order] == sorted(text.index(part) for part in order)
     blank = signed_in.post(f"{page}/comments", data={"body": "  ", "csrf_token": token})
     assert blank.status_code == 400 and "may not be blank" in blank.text
+
+
+def test_an_issue_page_reads_as_much_however_long_its_conversation(
+    signed_in, client, as_alice, as_root, new_issue, alice, bob
+):
+    """Its conversation, labels and the reader's watching are each read in one statement,
+    whatever their length: nothing is read per comment, event or label (`bench/RESULTS.md`:
+    an issue's page beside the API's GET)."""
+    for name in ("bug", "ui", "docs"):
+        client.post("/api/labels/", json={"name": name}, headers=as_root)
+    issue = new_issue(labels=["bug"])
+    page = f"/issues/{issue['id']}"
+
+    def discuss(start, stop, labels):
+        for n in range(start, stop):
+            comment_on(issue["id"], bob, f"Comment {n}")
+            change = {"title": f"Title {n}", "assigned_to": [alice.id, bob.id][n % 2]}
+            client.patch(issue["url"], json=change | {"labels": labels}, headers=as_alice)
+
+    def read():
+        with statements() as seen:
+            text = signed_in.get(page).text
+        shown = ('<li class="comment"', '<li class="event', '<span class="label">')
+        return len(seen), *(text.count(html) for html in shown)
+
+    discuss(0, 1, ["bug"])
+    short = read()
+    discuss(1, 4, ["bug", "ui", "docs"])
+    long = read()
+    # opened; renamed and assigned each time; the labels added, as events and on the issue
+    assert (short[1:], long[1:]) == ((1, 3, 1), (4, 11, 3))
+    assert short[0] == long[0]
 
 
 def test_only_its_author_edits_a_comment(app, signed_in, new_issue, bob):

@@ -6,7 +6,7 @@ from apiflask import APIFlask
 from flask import redirect, request, url_for
 
 from sit.web import account, admin, conversation, issues, markdown
-from sit.web.base import SessionInterface, bp, csrf
+from sit.web.base import SessionInterface, bp, csrf, when
 
 __all__ = ["account", "admin", "bp", "conversation", "init_app", "issues"]
 
@@ -35,5 +35,6 @@ def init_app(app: APIFlask) -> None:
     app.session_interface = SessionInterface()
     csrf.init_app(app)
     app.jinja_env.filters["markdown"] = markdown.render
+    app.jinja_env.filters["when"] = when
     app.before_request(browser_at_root)
     app.register_blueprint(bp)
