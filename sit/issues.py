@@ -153,9 +153,9 @@ def search(query: IssueQuery, me: Caller) -> tuple[sa.Select[Any], Callable[[], 
     and, for a search, how to count its issues when quicker than counting the query."""
     where = filters(query, me)
     labelled = labels.having(query.label)
-    listed = sa.select(*LISTED).where(*Issue.having(where), *labelled.where)
-    if query.q is None:
-        return listed, None if where else labelled.count
+    listed = sa.select(*LISTED).where(*Issue.having(where))
+    if query.q is None and not labelled.facets:  # SQLite's search index knows labels
+        return listed.where(*labelled.where), None if where else labelled.count
     asked = labelled if query.label else None
     found = text_search.find(db.session.connection(), query.q, where, asked)
     return listed.where(found.where), found.count
