@@ -75,10 +75,10 @@ def names_by_issue(ids: list[int]) -> dict[int, list[str]]:
 
 @dataclass(frozen=True)
 class Labelled:
-    """The listing's `?label=` filters: each row's test of them; for one label alone, how many
-    issues carry it (None: more than COUNT_CAP), counted in its own index (else None: the
-    listing counts itself); on SQLite, the words its search index has for them (`facets`,
-    migration 0011; none for a label that does not exist: `where` finds no issue)."""
+    """The listing's `?label=` filters: each row's test of them; how many issues carry them
+    (None: more than COUNT_CAP), counted in an index (None: the listing counts itself); the
+    words the search index has for them (`facets`, migration 0011; none for a label that does
+    not exist: `where` finds no issue)."""
 
     where: list[sa.ColumnElement[bool]]
     count: Callable[[], int | None] | None = None
@@ -87,9 +87,10 @@ class Labelled:
 
 def having(names: list[str]) -> Labelled:
     """Issues with each of these labels (an unknown one: no issue), or, for `none`, without
-    any label. One label alone is counted in its index, as far as X-Total-Count needs. On
-    SQLite, the search index walks the labels' lists of issues with the other filters' and the
-    words' (`search.find`); PostgreSQL's planner chooses from its statistics."""
+    any label, as far as X-Total-Count needs: one label alone in its index, several (or none)
+    in PostgreSQL's `issues_words`, whose GIN index intersects their lists. On SQLite the
+    search index walks the labels' lists of issues with the other filters' and the words'
+    (`search.find`); PostgreSQL's planner chooses from its statistics."""
     if not names:
         return Labelled([])
     carries = sa.exists().where(issue_labels.c.issue_id == Issue.id)
@@ -98,16 +99,15 @@ def having(names: list[str]) -> Labelled:
     ids = sorted(db.session.scalars(sa.select(Label.id).where(Label.folded.in_(wanted))))
     if len(ids) < len(wanted):
         return Labelled([sa.false()])  # the listing counts its none
-    where = [carries.where(issue_labels.c.label_id == pk) for pk in ids]
     none = NO_LABEL in folded
-    facets: tuple[str, ...] = ()
-    if db.session.get_bind().dialect.name == "sqlite":
-        facets = tuple(search.facet("label", pk) for pk in [*ids, *([None] if none else [])])
-    if none:
-        return Labelled([*where, ~carries], facets=facets)
-    issues = sa.select(issue_labels.c.issue_id).where(issue_labels.c.label_id == ids[0])
-    count = (lambda: capped_count(issues)) if len(ids) == 1 else None
-    return Labelled(where, count, facets)
+    where = [carries.where(issue_labels.c.label_id == pk) for pk in ids]
+    where += [~carries] if none else []
+    facets = tuple(search.facet("label", pk) for pk in [*ids, *([None] if none else [])])
+    if len(facets) == 1 and not none:
+        issues = sa.select(issue_labels.c.issue_id).where(issue_labels.c.label_id == ids[0])
+    else:
+        issues = search.labelled_ids(list(facets))
+    return Labelled(where, lambda: capped_count(issues), facets)
 
 
 def require_admin() -> None:
