@@ -153,11 +153,13 @@ def search(query: IssueQuery, me: Caller) -> tuple[sa.Select[Any], Callable[[], 
     and, for a search, how to count its issues when quicker than counting the query."""
     where = filters(query, me)
     labelled = labels.having(query.label)
-    listed = sa.select(*LISTED).where(*Issue.having(where), *labelled.where)
-    if query.q is None:
-        return listed, None if where else labelled.count
+    listed = sa.select(*LISTED).where(*Issue.having(where))
+    connection = db.session.connection()
+    # SQLite's search index knows the labels and the other filters: it finds them, words or not.
+    if query.q is None and not (labelled.facets and connection.dialect.name == "sqlite"):
+        return listed.where(*labelled.where), None if where else labelled.count
     asked = labelled if query.label else None
-    found = text_search.find(db.session.connection(), query.q, where, asked)
+    found = text_search.find(connection, query.q, where, asked)
     return listed.where(found.where), found.count
 
 

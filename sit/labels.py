@@ -75,50 +75,39 @@ def names_by_issue(ids: list[int]) -> dict[int, list[str]]:
 
 @dataclass(frozen=True)
 class Labelled:
-    """The listing's `?label=` filters; for one label alone, how many issues carry it (None:
-    more than COUNT_CAP), counted in its own index (else None: the listing counts itself); the
-    ids of the labels asked for, None for `none` (a search's estimate takes them)."""
+    """The listing's `?label=` filters: each row's test of them; how many issues carry them
+    (None: more than COUNT_CAP), counted in an index (None: the listing counts itself); the
+    words the search index has for them (`facets`, migration 0011; none for a label that does
+    not exist: `where` finds no issue)."""
 
     where: list[sa.ColumnElement[bool]]
     count: Callable[[], int | None] | None = None
-    ids: tuple[int, ...] | None = ()
+    facets: tuple[str, ...] = ()
 
 
 def having(names: list[str]) -> Labelled:
     """Issues with each of these labels (an unknown one: no issue), or, for `none`, without
-    any label. Each label's issues are counted in its index, as far as X-Total-Count needs; on
-    SQLite, which has no statistics of them, that count chooses the plan as a search's does
-    (`search.page_plan`): a rare label's issues are read and sorted, a common one's tested
-    walking the sort's index (PostgreSQL's planner chooses from its statistics)."""
+    any label, as far as X-Total-Count needs: one label alone in its index, several (or none)
+    in PostgreSQL's `issues_words`, whose GIN index intersects their lists. On SQLite the
+    search index walks the labels' lists of issues with the other filters' and the words'
+    (`search.find`); PostgreSQL's planner chooses from its statistics."""
     if not names:
         return Labelled([])
     carries = sa.exists().where(issue_labels.c.issue_id == Issue.id)
     folded = {name.casefold() for name in names}
     wanted = folded - {NO_LABEL}
-    ids = list(db.session.scalars(sa.select(Label.id).where(Label.folded.in_(wanted))))
+    ids = sorted(db.session.scalars(sa.select(Label.id).where(Label.folded.in_(wanted))))
     if len(ids) < len(wanted):
-        return Labelled([sa.false()], ids=None)  # the listing counts its none
-    lists = [sa.select(issue_labels.c.issue_id).where(issue_labels.c.label_id == pk) for pk in ids]
+        return Labelled([sa.false()])  # the listing counts its none
+    none = NO_LABEL in folded
     where = [carries.where(issue_labels.c.label_id == pk) for pk in ids]
-    if db.session.get_bind().dialect.name == "sqlite":
-        counts = [capped_count(issues) for issues in lists]
-        where = [sqlite_plan(*plan) for plan in zip(where, lists, counts, strict=True)]
-    if NO_LABEL in folded:
-        return Labelled([*where, ~carries], ids=None)
-    count = (lambda: capped_count(lists[0])) if len(ids) == 1 else None
-    return Labelled(where, count, tuple(ids))
-
-
-def sqlite_plan(
-    carries: sa.ColumnElement[bool], issues: sa.Select[tuple[int]], count: int | None
-) -> sa.ColumnElement[bool]:
-    """SQLite: the condition that an issue `carries` a label, whose `issues` are `count`, in
-    the form that `search.page_plan` finds cheapest to walk to a page: the label's issues
-    sorted, looked up walking the sort's index, or (many) each row's label looked up."""
-    plan = "tested" if count is None else search.page_plan(count, search.last_id())
-    if plan == "tested":
-        return carries
-    return (Issue.id + 0 if plan == "probed" else Issue.id).in_(issues)
+    where += [~carries] if none else []
+    facets = tuple(search.facet("label", pk) for pk in [*ids, *([None] if none else [])])
+    if len(facets) == 1 and not none:
+        issues = sa.select(issue_labels.c.issue_id).where(issue_labels.c.label_id == ids[0])
+    else:
+        issues = search.labelled_ids(list(facets))
+    return Labelled(where, lambda: capped_count(issues), facets)
 
 
 def require_admin() -> None:

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import TSQUERY
 
 from sit.extensions import db
-from sit.models import Issue, issue_labels
-from sit.pagination import COUNT_CAP, FAR_MORE, capped_count, count_up_to
+from sit.models import Issue
+from sit.pagination import COUNT_CAP, capped_count, count_up_to
 
 if TYPE_CHECKING:
     from sit.labels import Labelled
@@ -23,11 +24,16 @@ if TYPE_CHECKING:
 WORD = re.compile(r"[^\W_]+")  # letters and digits: what both indexes call a word
 # The SQLite index (migration 0007); contentless: it holds no text, only the index.
 FTS = sa.table("issues_fts", sa.column("rowid", sa.Integer), sa.column("issues_fts"))
-# SQLite: what the index's `facets` column calls each filter column (migration 0007), after
-# a private-use character: a word no text in `issues_fts` has, nor the start of one (FTS5 reads
-# U+E000 as a letter; WORD does not).
+# SQLite: what the index's `facets` column calls each filter column (migration 0007) and the
+# labels (0011), after a private-use character: a word no text in `issues_fts` has, nor the
+# start of one (FTS5 reads U+E000 as a letter; WORD does not).
 FACET = "\ue000"
-FACETS = {"status": "status", "assigned_to_id": "assignee", "created_by_id": "creator"}
+FACETS = {
+    "status": "status",
+    "assigned_to_id": "assignee",
+    "created_by_id": "creator",
+    "label": "label",
+}
 ROW_TESTS = 1_000  # SQLite: a filter that leaves this few issues has each tested (5 ms at most)
 # SQLite: a search's matches are first sampled in this many windows of this many ids, spread
 # evenly over them all (`far_more`): 2 ms at a million issues, where 64 windows of 1,000 take 14.
@@ -35,9 +41,17 @@ SAMPLES, SAMPLE_WIDTH = 16, 4_000
 SEARCH_VECTOR = sa.literal_column("issues.search_vector")  # PostgreSQL: no model maps it
 # PostgreSQL: each issue's words again, narrow, to count many matches (migration 0006).
 WORDS = sa.table("issues_words", sa.column("id", sa.Integer), sa.column("words"))
-# What migrations 0005 to 0007 made that no model describes; the models-match-migrations
-# check skips it.
-NOT_MODELED = frozenset({"issues_fts", "search_vector", "ix_issues_search_vector", "issues_words"})
+# What migrations 0005 to 0007 and 0011 made that no model describes; the models-match-
+# migrations check skips it.
+NOT_MODELED = frozenset(
+    {
+        "issues_fts",
+        "search_vector",
+        "ix_issues_search_vector",
+        "issues_words",
+        "ix_issues_words_words",
+    }
+)
 
 
 def words(text: str) -> list[str]:
@@ -47,7 +61,8 @@ def words(text: str) -> list[str]:
 
 def facet(column: str, value: Any) -> str:
     """SQLite: the word the index's `facets` column has for an issue whose `column` is `value`,
-    as migration 0007 writes it: U+E000 then `statusc`, `assignee5`, `assigneenone`..."""
+    as migrations 0007 and 0011 write it: U+E000 then `statusc`, `assignee5`, `assigneenone`,
+    `label3` (label id 3), `labelnone` (no label)..."""
     return FACET + FACETS[column] + ("none" if value is None else str(value).lower())
 
 
@@ -88,26 +103,31 @@ class Found:
 
 def find(
     connection: sa.Connection,
-    text: str,
+    text: str | None,
     filters: dict[str, Any],
     labels: "Labelled | None" = None,
 ) -> Found:
     """Issues whose title or description has every word of `text`, each as a word or the start
-    of one, case-insensitive. Text without a letter or digit matches no issue. `filters` are
-    the listing's others, the value each column must have: SQLite's index knows them too.
-    `labels`: the listing's label filters, which the index does not know.
+    of one, case-insensitive, and the `labels` (the listing's `?label=` filters; their rows'
+    tests included). Text without a letter or digit matches no issue; no text (None, SQLite
+    only), any. `filters` are the listing's others, the value each column must have: SQLite's
+    index knows them and the labels too.
 
     Few matches, and the listing reads them all from the full-text index and sorts them; many,
     and it walks its sort's index testing each row, which fills a page after a few rows; on
     SQLite, in between, it walks that index looking each row up in a list of the matches.
     """
-    found = words(text)
-    if not found:
+    found = words(text or "")
+    if text is not None and not found:
         return Found(sa.false())
     issues = last_id()
+    tests = labels.where if labels is not None else []
     if connection.dialect.name == "sqlite":
-        return find_in_fts5(found, filters, issues, labels)
-    return find_in_tsvector(connection, found, filters, labels is not None, issues)
+        facets = list(labels.facets) if labels is not None else []
+        return find_in_fts5(found, filters, facets, tests, issues)
+    facets = list(labels.facets) if labels is not None else []
+    found_in = find_in_tsvector(connection, found, filters, facets, issues)
+    return Found(sa.and_(found_in.where, *tests), found_in.count)
 
 
 def last_id() -> int:
@@ -116,31 +136,40 @@ def last_id() -> int:
 
 
 def find_in_fts5(
-    found: list[str], filters: dict[str, Any], issues: int, labels: "Labelled | None"
+    found: list[str],
+    filters: dict[str, Any],
+    labels: list[str],
+    label_tests: list[sa.ColumnElement[bool]],
+    issues: int,
 ) -> Found:
-    """SQLite. A filter that leaves few issues has each of them tested (`has_words`, 5 µs a
-    row). Else FTS5 counts the issues with the words and the filters' facets once, as far as
-    X-Total-Count needs (FTS5 has no statistics to estimate it), and `page_plan` chooses; a
-    sample first tells when they are far more (`far_more`). The index knows no labels: with
-    them, the count walks the matches, looking each issue's labels up (`labelled_count`)."""
-    tested = sa.func.sit_has_words(Issue.title, Issue.description, " ".join(found)) == 1
+    """SQLite: the issues with the words, the filters and the labels (`labels`: their facets;
+    `label_tests`: each row's test of them). A filter that leaves few issues has each of them
+    tested (`has_words`, 5 us a row). Else FTS5 counts the issues with the words and every
+    facet once, as far as X-Total-Count needs (FTS5 has no statistics to estimate it), and
+    `page_plan` chooses; a sample first tells when they are far more (`far_more`)."""
+    tested = sa.and_(sa.true(), *label_tests)
+    if found:
+        # The labels' tests first, a lookup of 1 us against has_words' 5: in one CASE, since
+        # SQLite puts a term with a subquery last (`label=wontfix&q=crash` tested 2,750 rows'
+        # words for a page, 14 ms at a million issues).
+        has = sa.func.sit_has_words(Issue.title, Issue.description, " ".join(found)) == 1
+        tested = sa.case((tested, has), else_=False) if label_tests else has
     filtered = sa.select(Issue.id).where(*Issue.having(filters))
     if filters and count_up_to(filtered, ROW_TESTS + 1) <= ROW_TESTS:
         return Found(tested)
-    facets = [facet(column, value) for column, value in filters.items()]
-    if (labels is None or labels.ids is not None) and far_more(found, facets, issues, labels):
+    facets = [facet(column, value) for column, value in filters.items()] + labels
+    if far_more(found, facets, issues):
         return Found(tested, lambda: None)
     matches = count_matches(found, facets, COUNT_CAP + 1)
     count = matches if matches <= COUNT_CAP else None
-    counted = (lambda: count) if labels is None else lambda: labelled_count(found, facets, labels)
     plan = page_plan(matches, issues) if count is not None else "tested"
     if plan == "tested":
-        return Found(tested, counted)
+        return Found(tested, lambda: count)
     ids = matching_ids(found, facets)
     # `id + 0` is no index's column: SQLite walks the sort's index, looking each row up in the
     # list of matches it makes first, instead of reading the matches and sorting them.
     listed = (Issue.id + 0 if plan == "probed" else Issue.id).in_(ids)
-    return Found(listed, counted)
+    return Found(listed, lambda: count)
 
 
 def count_matches(found: list[str], facets: list[str], cap: int) -> int:
@@ -149,46 +178,42 @@ def count_matches(found: list[str], facets: list[str], cap: int) -> int:
     word a start begins before the first (8 ms for "crash" at a million issues): the issues
     that have the words themselves are a subset that often tells alone (0.5 ms)."""
     exact = count_up_to(matching_ids(found, facets, starts=False), cap)
-    return exact if exact >= cap else count_up_to(matching_ids(found, facets), cap)
+    if exact >= cap or not found:  # no words: no starts to add
+        return exact
+    return count_up_to(matching_ids(found, facets), cap)
 
 
-def labelled_count(found: list[str], facets: list[str], labels: "Labelled") -> int | None:
-    """SQLite: how many issues have the words (or their starts), the facets and the labels,
-    as `capped_count` says: the index's matches, each issue's labels looked up (2 µs each).
-    It reads every match when fewer than COUNT_CAP have the labels: an index of the labels
-    too (FTS5's facets) would walk the lists together, as for the filters."""
-    issue = sa.exists().where(Issue.id == FTS.c.rowid, *labels.where)
-    return capped_count(matching_ids(found, facets).where(issue))
-
-
-def far_more(found: list[str], facets: list[str], issues: int, labels: "Labelled | None") -> bool:
-    """SQLite: whether a sample says that more than COUNT_CAP issues have the words, the facets
-    and the `labels`, with a margin. FTS5 keeps no statistics to estimate it, and counting
-    10,001 of a rare combination of common lists reads many more of their issues (500,000 for
-    `crash login` closed). The sample counts the matches of the words themselves (a subset of
-    their starts': FTS5 reads them lazily) in SAMPLES windows of SAMPLE_WIDTH ids spread
-    evenly over the `issues` ids. Matches spread over the ids independently of the windows
-    are a Poisson count: 5 deviations under it, fewer than COUNT_CAP pass for more once in 3
-    million; matches bunched in runs of ids (a bulk import) widen that. Each label's share of
-    the windows' ids multiplies that, as if independent, with PostgreSQL's margin (FAR_MORE).
+def far_more(found: list[str], facets: list[str], issues: int) -> bool:
+    """SQLite: whether a sample says that more than COUNT_CAP issues have the words and the
+    facets (filters and labels), with a margin. FTS5 keeps no statistics to estimate it, and
+    counting 10,001 of a rare combination of common lists reads many more of their issues
+    (500,000 for `crash login` closed). The sample counts the matches of the words themselves
+    (a subset of their starts': FTS5 reads them lazily) in SAMPLES windows of SAMPLE_WIDTH ids
+    spread evenly over the `issues` ids; first in windows an eighth as wide, which tell dense
+    matches alone (`label=none`, a third of the issues: 3.2 ms at a million issues for the
+    full windows, 0.4 for these). Matches spread over the ids independently of the windows are
+    a Poisson count: 5 deviations under it, fewer than COUNT_CAP pass for more once in 3
+    million for each of the two; matches bunched in runs of ids (a bulk import) widen that.
     Only where the windows hold at most half the ids: below, counting costs as little."""
-    sampled = SAMPLES * SAMPLE_WIDTH
-    if issues < 2 * sampled:
+    return any(
+        sample_says_more(found, facets, issues, width)
+        for width in (SAMPLE_WIDTH // 8, SAMPLE_WIDTH)
+    )
+
+
+def sample_says_more(found: list[str], facets: list[str], issues: int, width: int) -> bool:
+    sampled = SAMPLES * width
+    if width < 1 or issues < 2 * sampled:
         return False
     step = issues // SAMPLES
-    starts = range(step // 2, step * SAMPLES, step)
-
-    def in_windows(ids: sa.Select[tuple[int]], column: sa.ColumnElement[int]) -> int:
-        windows = [ids.where(column.between(start, start + SAMPLE_WIDTH - 1)) for start in starts]
-        count = sa.select(sa.func.count()).select_from(sa.union_all(*windows).subquery())
-        return db.session.connection().execute(count).scalar_one()
-
-    matches = in_windows(matching_ids(found, facets, starts=False), FTS.c.rowid)
-    estimate = (matches - 5 * matches**0.5) * issues / sampled
-    for label in labels.ids if labels is not None and labels.ids else ():
-        carrying = sa.select(issue_labels.c.issue_id).where(issue_labels.c.label_id == label)
-        estimate *= in_windows(carrying, issue_labels.c.issue_id) / sampled
-    return estimate > (1 if labels is None else FAR_MORE) * COUNT_CAP
+    ids = matching_ids(found, facets, starts=False)
+    windows = [
+        ids.where(FTS.c.rowid.between(start, start + width - 1))
+        for start in range(step // 2, step * SAMPLES, step)
+    ]
+    count = sa.select(sa.func.count()).select_from(sa.union_all(*windows).subquery())
+    matches = db.session.connection().execute(count).scalar_one()
+    return (matches - 5 * matches**0.5) * issues / sampled > COUNT_CAP
 
 
 # PostgreSQL's estimate of how many issues a tsquery matches, from its statistics.
@@ -201,14 +226,16 @@ def find_in_tsvector(
     connection: sa.Connection,
     found: list[str],
     filters: dict[str, Any],
-    labelled: bool,
+    labels: list[str],
     issues: int,
 ) -> Found:
     """PostgreSQL. The planner estimates the matches well but, given a LIMIT, walks the sort's
     index even for a word it expects in a thousand of a million issues (0 in fact: 450 ms): SIT
     takes the estimate and fences few matches in a materialized CTE. Many matches of a search
-    alone are counted in `issues_words`, a third of the pages of `issues` (migration 0006);
-    others, by the listing, which the planner's estimate may spare (`capped_count`)."""
+    alone or with `labels` (their lexemes) are counted in `issues_words`, a third of the pages
+    of `issues` (migration 0006), whose GIN index intersects the words' and the labels' lists
+    (0011); with other filters, by the listing, which the planner's estimate may spare
+    (`capped_count`)."""
     text = tsquery(found)
     query = sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), text)
     has = SEARCH_VECTOR.op("@@")(query)
@@ -216,10 +243,25 @@ def find_in_tsvector(
     if few_matches(plan[0]["Plan"]["Plan Rows"], issues):
         matched = sa.select(Issue.id).where(has).cte("matched").prefix_with("MATERIALIZED")
         return Found(Issue.id.in_(sa.select(matched.c.id)))
-    if filters or labelled:
+    if filters:
         return Found(has)
-    many = sa.select(WORDS.c.id).where(WORDS.c.words.op("@@")(query))
+    words = query.op("&&")(lexemes(labels)) if labels else query
+    many = sa.select(WORDS.c.id).where(WORDS.c.words.op("@@")(words))
     return Found(has, lambda: capped_count(many))
+
+
+def lexemes(facets: list[str]) -> sa.ColumnElement[Any]:
+    """PostgreSQL: a tsquery of each of these words (at least one) of `issues_words` as it is
+    (no parser, which would drop U+E000)."""
+    return sa.cast(" & ".join(f"'{facet}'" for facet in facets), TSQUERY)  # no ' to escape
+
+
+def labelled_ids(facets: list[str]) -> sa.Select[tuple[int]]:
+    """The ids of the issues that carry every one of these labels' words (`facet("label", …)`)
+    in the search index: SQLite's `issues_fts`, PostgreSQL's `issues_words` (migration 0011)."""
+    if db.session.get_bind().dialect.name == "sqlite":
+        return matching_ids([], facets)
+    return sa.select(WORDS.c.id).where(WORDS.c.words.op("@@")(lexemes(facets)))
 
 
 def page_plan(matches: int, issues: int) -> str:

@@ -85,6 +85,27 @@ def migrate(uri: str) -> None:
 
 
 @contextmanager
+def app_at(revision: str, folder: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """An app on a database of its own migrated up to `revision` only (PostgreSQL on the
+    PostgreSQL run, else SQLite in `folder`), in its context; dropped afterwards."""
+    name = f"sit_at_{revision}_{os.getpid()}"
+    postgres = request.getfixturevalue("postgres") if POSTGRES else None
+    url = postgres.create(name) if postgres else f"sqlite:///{folder}/old.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SIT_INSTANCE_PATH", str(folder))
+        app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "x"})
+    try:
+        with app.app_context():
+            upgrade(directory=str(ROOT / "migrations"), revision=revision)
+            yield app
+            db.session.remove()
+            db.engine.dispose()
+    finally:
+        if postgres:
+            postgres.drop(name)
+
+
+@contextmanager
 def app_context(**env: str) -> Iterator[Any]:
     """An app built from the instance folder and `SIT_*` variables (`env` among them), as a
     process builds it, in its context; closed as a process ends."""

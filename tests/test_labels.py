@@ -1,9 +1,13 @@
 """Labels: admins manage them, everyone reads them; an issue carries a set of them by name."""
 
 import pytest
-from helpers import ids, link_map, statements
+import sqlalchemy as sa
+from flask_migrate import downgrade, upgrade
+from helpers import POSTGRES, ROOT, app_at, ids, link_map, statements
 
-from sit import search
+from sit import labels, search
+from sit.extensions import db
+from sit.models import Issue, Label, User, issue_labels
 
 
 @pytest.fixture
@@ -213,9 +217,10 @@ def test_a_listing_reads_its_pages_labels_in_one_query(client, as_alice, label, 
 
 @pytest.fixture(params=["sorted", "probed", "tested"])
 def plan(request, monkeypatch):
-    """SQLite's ways to a page of a label's issues (`labels.sqlite_plan`), which must all find
-    the same: its issues read and sorted, looked up walking the sort's index, or each row's
-    labels looked up; and those of a search (`search.page_plan` chooses both by counts)."""
+    """SQLite's ways to a page of a label's issues, found in its search index with the
+    other filters and the words (`search.page_plan` chooses by their count), which must all
+    find the same: the matches read and sorted, looked up walking the sort's index, or each
+    row's labels (and words) tested."""
     monkeypatch.setattr(search, "page_plan", lambda *_: request.param)
 
 
@@ -274,3 +279,129 @@ def test_a_search_with_labels_counts_the_labelled_matches_only(client, as_alice,
 def test_a_bad_label_filter_is_400(client, as_alice):
     response = client.get("/api/?label=" + "x" * 51, headers=as_alice)
     assert response.status_code == 400 and "label" in response.json["errors"]
+
+
+def index_is_exact():
+    """The search index's words for labels (migration 0011: SQLite's `issues_fts`,
+    PostgreSQL's `issues_words`) name exactly the issues that carry each label (none for a
+    deleted one), or carry none, and no deleted issue."""
+    issues = set(db.session.scalars(sa.select(Issue.id)))
+    carried = db.session.execute(sa.select(issue_labels.c.label_id, issue_labels.c.issue_id))
+    by_label = {pk: set() for pk in range(1, 10)}
+    for label_id, issue_id in carried:
+        by_label[label_id].add(issue_id)
+    by_label[None] = issues - set().union(*by_label.values())
+    for value, expected in by_label.items():
+        indexed = search.labelled_ids([search.facet("label", value)])
+        assert set(db.session.scalars(indexed)) == expected
+    if not POSTGRES:  # `issues_words` goes with its issue by a foreign key
+        statuses = [search.matching_ids([], [search.facet("status", s)]) for s in ("O", "C")]
+        assert set(db.session.scalars(sa.union(*statuses))) == issues
+
+
+@pytest.fixture
+def labelled_counts(client, as_alice, monkeypatch):
+    """X-Total-Count of a first page of one issue for each label filter, alone and with a
+    search, counted (on SQLite by its search index, each filter found in it as when it leaves
+    many issues) wherever more than one issue is listed; and the index checked whole."""
+    monkeypatch.setattr(search, "ROW_TESTS", 0)
+    queries = ["label=bug", "label=bug&label=ui", "label=none", "label=ui&q=printer",
+               "label=bug&q=printer", "label=none&q=printer", "label=bug&status=O"]  # fmt: skip
+
+    def counts():
+        found = {}
+        for query in queries:
+            response = client.get(f"/api/?{query}&per_page=1", headers=as_alice)
+            found[query] = int(response.headers["X-Total-Count"])
+            assert len(response.json) == min(found[query], 1)
+        index_is_exact()
+        return found
+
+    return counts
+
+
+def test_label_filters_follow_every_change_of_labels(
+    client, as_root, as_alice, label, new_issue, labelled_counts
+):
+    """Labels added, taken off, replaced, renamed and deleted, and an issue deleted: each
+    filter, with a search or not, counts what the issues carry."""
+    bug, _ = label("bug"), label("ui")
+    first, second, third, _ = [
+        new_issue(labels=labels) for labels in ([], ["bug"], ["bug", "ui"], [])
+    ]
+    assert labelled_counts() == {
+        "label=bug": 2, "label=bug&label=ui": 1, "label=none": 2, "label=ui&q=printer": 1,
+        "label=bug&q=printer": 2, "label=none&q=printer": 2, "label=bug&status=O": 2,
+    }  # fmt: skip
+    client.patch(first["url"], json={"labels": ["ui", "bug"]}, headers=as_alice)  # added
+    client.patch(third["url"], json={"labels": ["ui"]}, headers=as_alice)  # one taken off
+    client.patch(second["url"], json={"labels": [], "status": "C"}, headers=as_alice)
+    assert labelled_counts() == {
+        "label=bug": 1, "label=bug&label=ui": 1, "label=none": 2, "label=ui&q=printer": 2,
+        "label=bug&q=printer": 1, "label=none&q=printer": 2, "label=bug&status=O": 1,
+    }  # fmt: skip
+    client.patch(bug["url"], json={"name": "defect"}, headers=as_root)
+    replaced = {"title": "Printer jammed", "labels": ["defect"]}  # and open again
+    client.put(second["url"], json=replaced, headers=as_alice)
+    client.patch(bug["url"], json={"name": "bug"}, headers=as_root)
+    assert labelled_counts() == {
+        "label=bug": 2, "label=bug&label=ui": 1, "label=none": 1, "label=ui&q=printer": 2,
+        "label=bug&q=printer": 2, "label=none&q=printer": 1, "label=bug&status=O": 2,
+    }  # fmt: skip
+    client.delete(first["url"], headers=as_alice)  # an issue with labels
+    assert labelled_counts() == {
+        "label=bug": 1, "label=bug&label=ui": 0, "label=none": 1, "label=ui&q=printer": 1,
+        "label=bug&q=printer": 1, "label=none&q=printer": 1, "label=bug&status=O": 1,
+    }  # fmt: skip
+    assert client.delete(bug["url"], headers=as_root).status_code == 204  # off `second`
+    label("bug")  # a new label of the same name finds none of the old one's issues
+    assert labelled_counts() == {
+        "label=bug": 0, "label=bug&label=ui": 0, "label=none": 2, "label=ui&q=printer": 1,
+        "label=bug&q=printer": 0, "label=none&q=printer": 2, "label=bug&status=O": 0,
+    }  # fmt: skip
+
+
+def test_an_issue_deleted_by_the_databases_cascade_leaves_the_filters(
+    client, as_alice, label, new_issue, labelled_counts
+):
+    """A DELETE of the issue alone (SIT's delete takes the labels off first, through the ORM):
+    its labelling goes by the foreign key's cascade, and it is no label's issue any more."""
+    label("bug"), label("ui")
+    issues = [new_issue(labels=labels)["id"] for labels in (["bug", "ui"], ["bug"], [])]
+    db.session.execute(sa.delete(Issue).where(Issue.id == issues[0]))
+    db.session.commit()
+    assert labelled_counts() == {
+        "label=bug": 1, "label=bug&label=ui": 0, "label=none": 1, "label=ui&q=printer": 0,
+        "label=bug&q=printer": 1, "label=none&q=printer": 1, "label=bug&status=O": 1,
+    }  # fmt: skip
+
+
+def test_the_migration_indexes_the_labels_issues_carry(tmp_path, request):
+    """A database with labelled issues, made at revision 0010, upgraded: its search index
+    knows their labels, and a search finds them by label; down to 0010 and up again, the
+    same."""
+    with app_at("0010", tmp_path, request):
+        user = {"username": "old", "email": "o@x", "first_name": "", "last_name": "",
+                "password_hash": "x", "token_generation": 0}  # fmt: skip
+        user_id = db.session.execute(sa.insert(User).values(user).returning(User.id)).scalar()
+        issues = [
+            {"issue_id": f"a{n}", "title": title, "description": "", "status": "O",
+             "created_by_id": user_id, "version": 1}
+            for n, title in enumerate(["Old crash", "Old crash too", "Old login"])
+        ]  # fmt: skip
+        made = db.session.scalars(sa.insert(Issue).returning(Issue.id), issues).all()
+        bug = db.session.scalar(sa.insert(Label).values(name="bug", folded="bug", color="#ededed",
+                                description="").returning(Label.id))  # fmt: skip
+        rows = [{"issue_id": pk, "label_id": bug} for pk in made[1:]]
+        db.session.execute(sa.insert(issue_labels), rows)
+        db.session.commit()
+        for again in (False, True):
+            if again:  # 0007's index (or 0006's words) back, then this one's
+                db.session.rollback()  # PostgreSQL: the reads' locks would hold the DDL up
+                downgrade(directory=str(ROOT / "migrations"), revision="0010")
+            upgrade(directory=str(ROOT / "migrations"))
+            index_is_exact()
+            for names, expected in ((["bug"], ["Old crash too"]), (["none"], ["Old crash"])):
+                found = search.find(db.session.connection(), "crash", {}, labels.having(names))
+                titles = db.session.scalars(sa.select(Issue.title).where(found.where)).all()
+                assert titles == expected

@@ -10,11 +10,11 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from flask_migrate import upgrade
-from helpers import POSTGRES, ROOT, flask_command, wait_until, waiting_on
+from helpers import ROOT, app_at, flask_command, wait_until, waiting_on
 from sqlalchemy.pool import NullPool
 from werkzeug.exceptions import NotFound
 
-from sit import create_app, search
+from sit import search
 from sit.extensions import db
 from sit.models import MAX_ID, Issue, User, get_or_404
 
@@ -89,23 +89,11 @@ def test_get_or_404_refuses_missing_and_out_of_range_ids(app, pk):
 
 
 @pytest.fixture
-def at_0002(tmp_path, monkeypatch, request):
+def at_0002(tmp_path, request):
     """An app on a database migrated up to 0002 only (before people had rights and
     preferences): PostgreSQL on the PostgreSQL run, else SQLite."""
-    monkeypatch.setenv("SIT_INSTANCE_PATH", str(tmp_path))
-    name = f"sit_at_0002_{os.getpid()}"
-    postgres = request.getfixturevalue("postgres") if POSTGRES else None
-    url = postgres.create(name) if postgres else f"sqlite:///{tmp_path}/sit.db"
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": "x"})
-    try:
-        with app.app_context():
-            upgrade(directory=str(ROOT / "migrations"), revision="0002")
-            yield app
-            db.session.remove()
-            db.engine.dispose()
-    finally:
-        if postgres:
-            postgres.drop(name)
+    with app_at("0002", tmp_path, request) as app:
+        yield app
 
 
 def add_users_at_0002(*users: tuple[str, str]) -> None:
