@@ -543,8 +543,8 @@ class UserCreatedHeaders(BaseModel):
     location: str = Field(alias="Location", description="The new user's URL")
 
 
-# Webhooks (§14). The message types are `sit.webhooks.messages.TYPES`, repeated here so that
-# schemas import no module of the app's.
+# Webhooks (§14): the types of message a webhook may want (`sit.webhooks.messages.TYPES`), or
+# "*" for all of them.
 WebhookType = Literal[
     "*",
     "issue.created",

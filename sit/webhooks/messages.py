@@ -8,23 +8,17 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import sqlalchemy as sa
 
 from sit import clock
 from sit.extensions import db
 from sit.models import Comment, Issue, User, Webhook, WebhookMessage
-from sit.schemas import CommentOut, IssueOut, UserOut, utc_text
+from sit.schemas import CommentOut, IssueOut, UserOut, WebhookType, utc_text
 
-TYPES = (
-    "issue.created",
-    "issue.updated",
-    "issue.deleted",
-    "comment.created",
-    "comment.updated",
-    "comment.deleted",
-)
+# The types of message, as the API names them (`WebhookType`, where "*" stands for them all).
+TYPES = tuple(kind for kind in get_args(WebhookType) if kind != "*")
 PING = "ping"
 SECRET_PREFIX = "whsec_"
 # Each writable field of an issue, as the API names it, and its attribute.
