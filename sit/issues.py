@@ -114,12 +114,13 @@ def named_assignee(fields: dict[str, Any], holder_id: int | None = None) -> sa.R
 
 
 # What a listing reads of each issue: columns, not ORM objects (a page loads 3 times faster),
-# the creator's username looked up for the rows of the page only.
+# the creator's username and the labels' names looked up for the rows of the page only.
 CREATED_BY = sa.select(User.username).where(User.id == Issue.created_by_id).scalar_subquery()
 LISTED = (
     *(Issue.id, Issue.issue_id, Issue.title, Issue.description, Issue.assigned_to_id),
     *(CREATED_BY.label("created_by"), Issue.status, Issue.created_at, Issue.updated_at),
     Issue.comment_count,
+    labels.NAMES.label("labels"),
 )
 # What a write answers with, of the issue it wrote (and its creator's username, the caller's).
 WRITTEN = (
@@ -166,27 +167,18 @@ def search(query: IssueQuery, me: Caller) -> tuple[sa.Select[Any], Callable[[], 
 ISSUE_PAGE = TypeAdapter(list[IssueOut])
 
 
-def labeled(
-    rows: list[sa.Row[Any]], names: dict[int, list[str]] | None = None
-) -> list[SimpleNamespace]:
-    """The issues the rows read, each with its labels' names: `names`, or read in one query for
-    them all."""
-    names = labels.names_by_issue([row.id for row in rows]) if names is None else names
-    return [SimpleNamespace(**row._mapping, labels=names[row.id]) for row in rows]
-
-
-def read_issue(pk: int) -> SimpleNamespace:
-    """The issue as an answer reads it (with its ETag), with its labels' names.
+def read_issue(pk: int) -> sa.Row[Any]:
+    """The issue as an answer reads it (with its ETag and its labels' names).
 
     :raise 404: no issue has this id.
     """
-    return labeled([get_or_404(Issue, pk, READ_ONE)])[0]
+    return get_or_404(Issue, pk, READ_ONE)
 
 
 def page_json(rows: list[sa.Row[Any]]) -> bytes:
     """A page of issues as JSON, as `@bp.output` documents it, validated and written whole by
     pydantic-core: APIFlask would go item by item (a page of 30 takes a third longer)."""
-    issues = ISSUE_PAGE.validate_python(labeled(rows), from_attributes=True)
+    issues = ISSUE_PAGE.validate_python(rows, from_attributes=True)
     return ISSUE_PAGE.dump_json(issues) + b"\n"
 
 
@@ -279,7 +271,7 @@ def change_issue(pk: int, fields: dict[str, Any]) -> Any:
     issue = change_own_issue(pk, lambda issue: change(issue, fields))
     # its labels by one Core statement: the ORM's lazy load of `issue.labels` was an eighth of a
     # patch (in-process CPU, `bench/RESULTS.md`, where a patch's time goes)
-    return respond(written(issue, labels.names_by_issue([issue.id])[issue.id]))
+    return respond(written(issue, labels.names_of(issue.id)))
 
 
 def create(fields: dict[str, Any]) -> tuple[Issue, list[Label]]:

@@ -56,7 +56,7 @@ def list_issues() -> Any:
     return render_template(
         "web/issues.html",
         query=query,
-        rows=api.labeled(page.rows),
+        rows=page.rows,
         page=page,
         links=links,
         names=names,
