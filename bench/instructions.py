@@ -2,10 +2,11 @@
 count for the same code and data whatever else the machine does, so a change's cost (`--against
 REF`) shows on a loaded machine, where req/s moves by a tenth from one run to the next.
 
-Each SIT serves the HTTP phase's four requests in process (Flask's test client: no gunicorn, no
-sockets), on an instance seeded as the HTTP phase seeds it, with the scheduler off (a worker that
-is not the runner); the count covers `N` requests after a warm-up, and the system calls' own work
-(the kernel writing the WAL) is not in it.
+Each SIT serves the HTTP phase's four API requests, and its two web pages (read with the page
+reader's session, signed in through the form; skipped by a SIT without them), in process
+(Flask's test client: no gunicorn, no sockets), on an instance seeded as the HTTP phase seeds
+it, with the scheduler off (a worker that is not the runner); the count covers `N` requests
+after a warm-up, and the system calls' own work (the kernel writing the WAL) is not in it.
 
 Run as a script, it is that harness: `valgrind --tool=callgrind --instr-atstart=no python
 bench/instructions.py`, with the instance in `SIT_INSTANCE_PATH` and the checkout on PYTHONPATH.
@@ -21,7 +22,8 @@ import servers
 
 REQUESTS = 100  # counted, per scenario
 WARM_UP = 20  # first, uncounted: statements compiled and cached
-SCENARIOS = ("get one", "list", "create", "patch")
+SCENARIOS = ("get one", "list", "create", "patch", "issue page", "issues page")
+PAGES = {"issue page": "/issues/500", "issues page": "/issues/"}
 TOTALS = re.compile(r"^totals: (\d+)$", re.MULTILINE)  # a dump's count
 TRIGGER = re.compile(r"^desc: Trigger: dump (.+)$", re.MULTILINE)  # its label: the scenario
 
@@ -45,6 +47,11 @@ def harness() -> None:
     headers = {"Authorization": f"Bearer {token}"}
     body = {"title": "Benchmark issue", "description": "Made by the bench", "assigned_to": demo2}
     sent = iter(range(10**9))
+    sign_in = client.get("/sign-in")
+    if sign_in.status_code == 200:
+        form = {"username": servers.PAGES_USER, "password": servers.PAGES_PASSWORD,
+                "csrf_token": servers.CSRF_FIELD.search(sign_in.text)[1]}  # fmt: skip
+        assert client.post("/sign-in", data=form).status_code == 302
 
     def own_ids() -> list[int]:
         with app.app_context():
@@ -55,7 +62,9 @@ def harness() -> None:
         ids = own_ids() if scenario == "patch" else []
         while True:
             n = next(sent)
-            if scenario == "get one":
+            if scenario in PAGES:
+                yield client.get(PAGES[scenario])
+            elif scenario == "get one":
                 yield client.get("/api/500/", headers=headers)
             elif scenario == "list":
                 yield client.get("/api/", headers=headers)
@@ -70,6 +79,8 @@ def harness() -> None:
         subprocess.run(command, check=True, capture_output=True)
 
     for scenario in SCENARIOS:
+        if scenario in PAGES and sign_in.status_code != 200:
+            continue  # a SIT from before the web interface
         made = requests(scenario)
         for _ in range(WARM_UP):
             assert next(made).status_code < 300

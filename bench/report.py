@@ -116,7 +116,9 @@ def instruction_rows(counts: dict[str, dict[str, int]]) -> list[str]:
         "|---" * (1 + len(names) + len(ratios)) + "|",
     ]
     for scenario in instructions.SCENARIOS:
-        figures = [counts[name][scenario] for name in names]
+        figures = [counts[name].get(scenario) for name in names]
+        if None in figures:
+            continue  # a SIT without that scenario (the pages, before issue 23)
         shares = [fmt(figures[0] / figure) for figure in figures[1:]]
         cells = [f"{figure / 1e6:.2f} M" for figure in figures]
         lines.append(f"| {scenario} | " + " | ".join([*cells, *shares]) + " |")

@@ -68,7 +68,6 @@ FULL = Settings(4, 1, 3, 60, 20, 5, ((10_000, 100_000), (2_500, 25_000)),
 QUICK = Settings(2, 1, 2, 10, 20, 3, ((1_000, 10_000), (250, 2_500)), (1_000, 10_000))
 
 
-PAGES_PASSWORD = "bench pages password"
 PAGE_SCENARIOS = ("get one", "list")  # what the pages are measured at, beside the API
 
 
@@ -115,8 +114,7 @@ def sit_target(name: str, folder: Path, sink: servers.Sink, root: Path = servers
     instance = "sit" if root == servers.ROOT else f"sit-{root.name}"
     env, instance_path, _ = start_sit(folder, sink, instance, 100, 1000, root)
     token = servers.flask(env, "sit", "create-token", "demo1", cwd=root).strip()
-    servers.flask(env, "sit", "create-user", "reader", "--email", "r@example.com",
-                  "--password", PAGES_PASSWORD, cwd=root)  # fmt: skip
+    servers.add_page_reader(env, root)
     server = servers.gunicorn(instance, "wsgi:app", "gunicorn.conf.py", env, folder, cwd=root)
     db = instance_path / "sit.db"
     demo2 = scalars(db, "SELECT id FROM users WHERE username='demo2'")[0]
@@ -146,7 +144,7 @@ def start_targets(folder: Path, sink: servers.Sink, ref: tuple[str, Path] | None
         for target in targets:
             header, value = target.auth.split(": ", 1)
             servers.wait_ready(target.server, "/api/500/", {header: value})
-        cookie = servers.session_cookie(targets[0].server, "reader", PAGES_PASSWORD)
+        cookie = servers.session_cookie(targets[0].server)
         targets.append(Target("SIT pages", targets[0].server, cookie, Path(), "", 2,
                               PAGE_SCENARIOS, pages=True))  # fmt: skip
     except BaseException:
@@ -342,6 +340,7 @@ def instructions_phase(
         log(f"instructions: {name}")
         instance = f"counted-{name.replace('@', '-')}"
         env, path, _ = start_sit(folder, sink, instance, 100, 1000, root)
+        servers.add_page_reader(env, root)
         counts[name] = instructions.count(root, path, env, folder)
     return {"instructions": counts}
 

@@ -187,13 +187,23 @@ def redis_answers(url: str) -> bool:
         return False
 
 
-def session_cookie(server: Server, username: str, password: str) -> str:
-    """The Cookie header of a web session, signed in through SIT's sign-in form."""
+PAGES_USER, PAGES_PASSWORD = "reader", "bench pages password"  # who reads the web pages
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def add_page_reader(env: dict[str, str], root: Path) -> None:
+    """The user whose session loads the web pages, in the instance `env` names."""
+    flask(env, "sit", "create-user", PAGES_USER, "--email", "r@example.com",
+          "--password", PAGES_PASSWORD, cwd=root)  # fmt: skip
+
+
+def session_cookie(server: Server) -> str:
+    """The Cookie header of the page reader's web session, signed in through SIT's form."""
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     with opener.open(f"{server.url}/sign-in", timeout=10) as page:
-        token = re.search(r'name="csrf_token" value="([^"]+)"', page.read().decode())[1]
-    form = {"username": username, "password": password, "csrf_token": token}
+        token = CSRF_FIELD.search(page.read().decode())[1]
+    form = {"username": PAGES_USER, "password": PAGES_PASSWORD, "csrf_token": token}
     with opener.open(f"{server.url}/sign-in", urllib.parse.urlencode(form).encode(), 10):
         pass
     return "Cookie: " + "; ".join(f"{cookie.name}={cookie.value}" for cookie in jar)

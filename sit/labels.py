@@ -3,7 +3,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from apiflask import APIBlueprint, abort
@@ -58,29 +58,46 @@ def resolve(fields: dict[str, Any]) -> dict[str, Any]:
     return fields | {"labels": named(fields["labels"])} if "labels" in fields else fields
 
 
-class name_array(FunctionElement[Any]):
-    """Names aggregated into one JSON array (`[]` for none): SQLite's `json_group_array`,
-    PostgreSQL's `json_agg`."""
+class JSONFunction(FunctionElement[Any]):
+    """A JSON function whose SQL each database spells its own way (`sql`, by dialect)."""
 
     type = sa.JSON()
     inherit_cache = True
+    sql: ClassVar[dict[str, str]]
 
 
-@compiles(name_array, "sqlite")
-def _name_array_sqlite(element: name_array, compiler: Any, **kw: Any) -> str:
-    return f"json_group_array({compiler.process(element.clauses, **kw)})"
+class json_list(JSONFunction):
+    """Values aggregated into one JSON array (`[]` for none)."""
+
+    inherit_cache = True
+    sql = {"sqlite": "json_group_array({})", "postgresql": "coalesce(json_agg({}), '[]'::json)"}
 
 
-@compiles(name_array, "postgresql")
-def _name_array_postgresql(element: name_array, compiler: Any, **kw: Any) -> str:
-    return f"coalesce(json_agg({compiler.process(element.clauses, **kw)}), '[]'::json)"
+class json_pair(JSONFunction):
+    """Two values as a JSON array."""
+
+    inherit_cache = True
+    sql = {"sqlite": "json_array({})", "postgresql": "json_build_array({})"}
+
+
+@compiles(JSONFunction)
+def _json_function(element: JSONFunction, compiler: Any, **kw: Any) -> str:
+    return element.sql[compiler.dialect.name].format(compiler.process(element.clauses, **kw))
 
 
 # An issue's labels' names, read in the issue's own statement (`sit.issues.LISTED`): a query of
 # their own for each answer was 9 % of a GET's instructions, 8 % of a list's and of a patch's
 # (callgrind, `bench/instructions.py`).
 NAMES = (
-    sa.select(name_array(Label.name))
+    sa.select(json_list(Label.name))
+    .select_from(Label)
+    .join(issue_labels)
+    .where(issue_labels.c.issue_id == Issue.id)
+    .scalar_subquery()
+)
+# Their names and colors, as pairs, for an issue's page (`sit.web.conversation.ISSUE`).
+CHIPS = (
+    sa.select(json_list(json_pair(Label.name, Label.color)))
     .select_from(Label)
     .join(issue_labels)
     .where(issue_labels.c.issue_id == Issue.id)

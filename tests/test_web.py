@@ -313,6 +313,41 @@ def test_the_list_filters_and_pages_with_the_apis_cursors(signed_in, new_issue, 
     assert bad.status_code == 400 and "per_page" in bad.text
 
 
+def test_the_list_names_each_assignee_with_its_row(signed_in, new_issue, alice, bob, carol):
+    """Each row's assignee is read in the listing's own statement: as many statements for
+    three assignees as for none (`bench/RESULTS.md`: the issues page beside the API's list)."""
+    new_issue(title="Nobody's", assigned_to=None)
+    assigned = re.compile(r'assigned to <a href="/issues/\?assigned_to=(\d+)">(\w+)</a>')
+
+    def read(url="/issues/"):
+        with statements() as seen:
+            text = signed_in.get(url).text
+        return len(seen), assigned.findall(text)
+
+    few, rows = read()
+    assert rows == []
+    for name, user in (("Bob's", bob), ("Alice's", alice), ("Carol's", carol)):
+        new_issue(title=name, assigned_to=user.id)
+    more, rows = read()
+    assert rows == [(str(user.id), user.username) for user in (carol, alice, bob)]
+    assert more == few
+    _, rows = read(f"/issues/?assigned_to={carol.id}")
+    selected = signed_in.get(f"/issues/?assigned_to={carol.id}").text
+    assert rows == [(str(carol.id), "carol")]
+    assert f'<option value="{carol.id}" selected>carol</option>' in selected
+
+
+def test_every_page_links_under_the_path_the_app_is_mounted_at(signed_in):
+    """The header's links, built once for each mount point (`base.site_links`), follow the
+    `SCRIPT_NAME` a proxy's prefix sets, request by request."""
+    links = re.compile(r'<(?:link|script|a|form)[^>]* (?:href|src|action)="([^"#]+)"')
+    for root in ("", "/sit", "/other", ""):
+        text = signed_in.get("/settings", environ_overrides={"SCRIPT_NAME": root}).text
+        found = links.findall(text.split("<main")[0])
+        assert f"{root}/static/site.css" in found and f"{root}/issues/" in found
+        assert f"{root}/sign-out" in found and all(link.startswith(f"{root}/") for link in found)
+
+
 def test_settings_change_names_email_and_preferences(signed_in, alice):
     form = {"first_name": "Al", "last_name": "L", "email": "al@example.com", "notify_digest": "on"}
     saved = signed_in.post(

@@ -6,7 +6,7 @@ from apiflask import APIFlask
 from flask import redirect, request, url_for
 
 from sit.web import account, admin, conversation, issues, markdown
-from sit.web.base import SessionInterface, bp, csrf, when
+from sit.web.base import SessionInterface, bp, csrf, site_links, status, when
 
 __all__ = ["account", "admin", "bp", "conversation", "init_app", "issues"]
 
@@ -36,5 +36,7 @@ def init_app(app: APIFlask) -> None:
     csrf.init_app(app)
     app.jinja_env.filters["markdown"] = markdown.render
     app.jinja_env.filters["when"] = when
+    app.jinja_env.filters["status"] = status
+    app.jinja_env.globals["site_links"] = site_links
     app.before_request(browser_at_root)
     app.register_blueprint(bp)

@@ -7,6 +7,7 @@ caller the API's functions read (`token_auth.current_user`), so `get_own_issue`,
 authenticates an API call: the API reads tokens only.
 """
 
+import functools
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,7 +17,7 @@ from apiflask import APIBlueprint, HTTPError, abort
 from flask import g, redirect, render_template, request, session, url_for
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -37,6 +38,19 @@ bp = APIBlueprint(
 csrf = CSRFProtect()
 
 OPEN_PAGES = frozenset({"web.sign_in", "web.static"})  # every other page needs a session
+# What every page's head and header link to, by name (`site_links`).
+SITE_LINKS = {
+    "css": ("web.static", {"filename": "site.css"}),
+    "icon": ("web.static", {"filename": "favicon.svg"}),
+    "js": ("web.static", {"filename": "site.js"}),
+    "issues": ("web.list_issues", {}),
+    "mine": ("web.list_issues", {"assigned_to": "me", "status": "O"}),
+    "new": ("web.new_issue", {}),
+    "settings": ("web.settings", {}),
+    "users": ("web.list_users", {}),
+    "labels": ("web.list_labels", {}),
+    "sign_out": ("web.sign_out", {}),
+}
 
 
 class SessionInterface(SecureCookieSessionInterface):
@@ -78,6 +92,18 @@ def load_session() -> Any:
     elif request.endpoint not in OPEN_PAGES:
         return redirect(url_for("web.sign_in", next=local_path(request.full_path)))
     return None
+
+
+def site_links() -> dict[str, str]:
+    """The paths of `SITE_LINKS` (the templates' `site_links`), built once for each path the
+    app is mounted at (`SCRIPT_NAME`): a `url_for` each on every page was 7 % of an issue's
+    page (in process: 1.28 ms, 1.19 without)."""
+    return _links(request.script_root)
+
+
+@functools.lru_cache(maxsize=8)
+def _links(script_root: str) -> dict[str, str]:
+    return {name: url_for(endpoint, **args) for name, (endpoint, args) in SITE_LINKS.items()}
 
 
 def local_path(target: str | None) -> str:
@@ -144,3 +170,10 @@ def when(at: datetime) -> Markup:
     0.26; the issues page one per issue)."""
     iso = at.isoformat(timespec="seconds")
     return Markup(f'<time datetime="{iso}">{iso[:10]} {iso[11:16]} UTC</time>')  # no <, >, & or "
+
+
+def status(code: str) -> Markup:
+    """An issue's status as the pages show it (the `status` filter), a filter for the reason
+    `when` is one: a macro per row of the issues page cost a tenth of its template."""
+    name = "Open" if code == "O" else "Closed"
+    return Markup(f'<span class="status status-{escape(code)}">{name}</span>')

@@ -20,6 +20,9 @@ from sit.web.base import bp, form, problems, usernames
 
 WRITABLE = ("title", "description", "assigned_to", "status")
 LABEL_NAMES = sa.select(Label.name).order_by(Label.folded)
+# Each row's assignee by name, read in the listing's own statement as its creator's is: a query
+# of its own for the page's assignees was 0.13 ms of the issues page's 2.9 (in process).
+ASSIGNEE = sa.select(User.username).where(User.id == Issue.assigned_to_id).scalar_subquery()
 ACTIVE_USERS = sa.select(User).where(User.active).order_by(User.username)
 
 
@@ -50,8 +53,7 @@ def list_issues() -> Any:
         return page, 400
     order = api.ORDERS[query.sort, query.direction]
     listed, count = api.search(query, g.me)
-    page = page_of(listed, query, order, count)
-    names = usernames({row.assigned_to_id for row in page.rows} | {query.assigned_to})
+    page = page_of(listed.add_columns(ASSIGNEE.label("assignee")), query, order, count)
     links = {rel: relative(url) for rel, url in page.links.items()}
     return render_template(
         "web/issues.html",
@@ -59,8 +61,8 @@ def list_issues() -> Any:
         rows=page.rows,
         page=page,
         links=links,
-        names=names,
-        label_names=db.session.scalars(LABEL_NAMES).all(),
+        assignee=usernames({query.assigned_to}).get(query.assigned_to),  # the filter's
+        label_names=db.session.connection().execute(LABEL_NAMES).scalars().all(),  # Core
     )
 
 
