@@ -5,6 +5,8 @@ is loopback or refused before connecting: no traffic leaves the machine."""
 
 import json
 import socket
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -244,6 +246,59 @@ def test_an_allowed_name_is_posted_to_at_its_checked_address_with_its_host(
     (hook,) = receiver.got
     assert hook.headers["Host"] == f"hooks.example:{port}"
     assert json.loads(hook.body)["type"] == "issue.created"
+
+
+@pytest.fixture
+def slow_dns(monkeypatch):
+    """`socket.getaddrinfo` as a resolver slow to answer for `hooks.example`: set `answers[0]`
+    to the seconds it takes (30, by default: a resolver that does not answer) and `answers[1]`
+    to the address it then gives (none: it fails)."""
+    answers, released, real = [30, None], threading.Event(), socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host != "hooks.example":
+            return real(host, port, *args, **kwargs)
+        released.wait(answers[0])
+        if answers[1] is None:
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[1], port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield answers
+    released.set()
+
+
+def test_a_name_that_does_not_resolve_in_time_fails_the_attempt_within_the_timeout(
+    app, client, as_admin, new_issue, slow_dns
+):
+    """getaddrinfo has no timeout: a resolver that never answers holds neither the webhook's
+    creation nor a delivery longer than WEBHOOK_TIMEOUT."""
+    app.config["WEBHOOK_TIMEOUT"] = 1
+    started = time.monotonic()
+    hook = {"url": "http://hooks.example/in"}
+    assert client.post("/api/webhooks/", json=hook, headers=as_admin).status_code == 201
+    assert time.monotonic() - started < 1.5  # passes: each delivery checks again
+    new_issue()
+    send_pending()
+    (message,) = pending()
+    assert message.last_error == "TimeoutError: hooks.example did not resolve within 1 s"
+    assert 1 <= db.session.scalar(sa.select(WebhookDelivery.duration)) < 1.5
+
+
+def test_the_lookup_and_the_post_share_the_timeout(
+    app, client, as_admin, receiver, new_issue, slow_dns
+):
+    app.config["WEBHOOK_TIMEOUT"] = 1
+    app.config["WEBHOOK_ALLOWED_HOSTS"] = ("hooks.example",)
+    slow_dns[:] = [0, "127.0.0.1"]
+    url = f"http://hooks.example:{receiver.url.split(':')[2]}"
+    assert client.post("/api/webhooks/", json={"url": url}, headers=as_admin).status_code == 201
+    slow_dns[0], receiver.delay = 0.6, 0.6  # each within the timeout, not both
+    new_issue()
+    send_pending()
+    (message,) = pending()
+    assert "timed out" in message.last_error.lower()
+    assert 1 <= db.session.scalar(sa.select(WebhookDelivery.duration)) < 1.5
 
 
 def resolver(answers, receiver):

@@ -2,11 +2,15 @@
 allows its host, and the addresses checked are the ones connected to. A name is resolved once
 per attempt, every address it resolves to is checked, and the connection goes to a checked
 address with the name as its Host header and TLS server name: a second lookup (DNS rebinding,
-a name that resolves to 127.0.0.1 by the time of delivery) never gets a say."""
+a name that resolves to 127.0.0.1 by the time of delivery) never gets a say. A lookup takes
+at most the time it is given: `getaddrinfo` has no timeout of its own, and a resolver that does
+not answer holds it for its own retries (five seconds each, by glibc's default)."""
 
 import ipaddress
 import socket
+import threading
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import urllib3
@@ -76,27 +80,54 @@ def parse(url: str) -> SplitResult:
     return parts
 
 
-def resolve(host: str, port: int) -> list[Address]:
+def resolve(host: str, port: int, timeout: float) -> list[Address]:
     """The addresses of a host: itself when it is an IP literal, else what DNS says now.
 
-    :raise OSError: the name does not resolve.
+    :raise OSError: the name does not resolve (`TimeoutError`: not within `timeout` seconds).
     """
     try:
         return [ipaddress.ip_address(host)]
     except ValueError:
         pass
-    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    found = lookup(host, port, timeout)
     return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in found))
 
 
-def check(url: str, allowed: tuple[str, ...]) -> Target:
-    """The URL's target, every address of its host checked.
+def lookup(host: str, port: int, timeout: float) -> list[Any]:
+    """`getaddrinfo` of the host, waited for no longer than `timeout` seconds: on a thread of
+    its own (a daemon, which a resolver that never answers cannot keep from exiting), left to
+    end by itself when the wait is over.
+
+    :raise OSError: the name does not resolve (`TimeoutError`: not in time).
+    """
+    answer: list[Any] = []
+
+    def ask() -> None:
+        try:
+            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as error:
+            answer.append(error)
+
+    thread = threading.Thread(target=ask, name=f"sit-dns-{host}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not answer:
+        raise TimeoutError(f"{host} did not resolve within {timeout:g} s")
+    if isinstance(answer[0], OSError):
+        raise answer[0]
+    return answer[0]
+
+
+def check(url: str, allowed: tuple[str, ...], timeout: float) -> Target:
+    """The URL's target, every address of its host checked; its name resolved within
+    `timeout` seconds.
 
     :raise Refused: the URL, or one of its host's addresses, is refused.
-    :raise OSError: the host's name does not resolve.
+    :raise OSError: the host's name does not resolve (in time).
     """
     parts = parse(url)
-    target = Target(parts, resolve(parts.hostname or "", parts.port or SCHEMES[parts.scheme]))
+    port = parts.port or SCHEMES[parts.scheme]
+    target = Target(parts, resolve(parts.hostname or "", port, timeout))
     for address in target.addresses:
         if not allows(allowed, target.host, address):
             shown = "" if str(address) == target.host else f" resolves to {address}, which"

@@ -58,11 +58,13 @@ def admins_webhook(pk: int) -> Webhook:
 
 def check_url(fields: dict[str, Any]) -> None:
     """:raise 400: the URL's host is, or resolves to, an address webhooks may not reach (a name
-    that does not resolve now passes: each delivery checks again)."""
+    that does not resolve now, or not within `WEBHOOK_TIMEOUT`, passes: each delivery checks
+    again)."""
     if "url" not in fields:
         return
     try:
-        guard.check(fields["url"], current_app.config["WEBHOOK_ALLOWED_HOSTS"])
+        config = current_app.config
+        guard.check(fields["url"], config["WEBHOOK_ALLOWED_HOSTS"], config["WEBHOOK_TIMEOUT"])
     except guard.Refused as error:
         errors.invalid({"url": [str(error)]})
     except OSError:
