@@ -93,10 +93,16 @@ def by_id(model: type[db.Model], lock: bool = False) -> sa.Select[Any]:
 
 
 def get_or_404(
-    model: type[db.Model], pk: int, read: sa.Select[Any] | None = None, *, lock: bool = False
+    model: type[db.Model],
+    pk: int,
+    read: sa.Select[Any] | None = None,
+    *,
+    lock: bool = False,
+    **params: Any,
 ) -> Any:
     """The row with this id: its ORM object, to change it, or, given `read` (a Core query of
-    `:pk`), the row that query reads, only to answer with it (twice as fast).
+    `:pk`, and of `params` if it has more parameters), the row that query reads, only to answer
+    with it (twice as fast).
 
     With `lock`, no other transaction changes the row from this read until this one ends:
     `FOR UPDATE` on PostgreSQL, SQLite's write lock taken first on SQLite. An issue's own change
@@ -111,7 +117,7 @@ def get_or_404(
     if 1 <= pk <= MAX_ID and read is None:
         row = db.session.execute(by_id(model, lock), {"pk": pk}).scalar_one_or_none()
     elif 1 <= pk <= MAX_ID:
-        row = db.session.connection().execute(read, {"pk": pk}).one_or_none()
+        row = db.session.connection().execute(read, {"pk": pk, **params}).one_or_none()
     if row is None:
         abort(404, f"There is no {model.__name__.lower()} {pk}.")
     return row

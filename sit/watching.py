@@ -71,23 +71,28 @@ def choose(issue_id: int, user_id: int, ignored: bool) -> None:
     db.session.execute(insert.on_conflict_do_update(index_elements=keys, set_={"ignored": ignored}))
 
 
-# A user's choice about an issue and whether they commented on it: one Core statement built
-# once. Two ORM queries built on each call took 0.37 ms, this takes 0.03, of an issue's page
+def own_state(issue: Any, user: Any) -> tuple[sa.Label[Any], sa.Label[Any]]:
+    """The user's choice about the issue (`ignored`: None for none) and whether they commented
+    on it (`commented`), as two columns of a statement: of their own (`OWN_STATE`), or of the
+    statement that reads the issue for its page (`sit.web.conversation.ISSUE`)."""
+    chosen = sa.select(Subscription.ignored).where(
+        Subscription.issue_id == issue, Subscription.user_id == user
+    )
+    commented = sa.exists().where(Comment.issue_id == issue, Comment.author_id == user)
+    return chosen.scalar_subquery().label("ignored"), commented.label("commented")
+
+
+# Built once: two ORM queries built on each call took 0.37 ms of an issue's page, this 0.03
 # (1.8 ms in-process, 0.53 of the API's GET in req/s: bench/RESULTS.md, issue 23).
-ISSUE, USER = sa.bindparam("issue"), sa.bindparam("user")
-CHOSEN = sa.select(Subscription.ignored).where(
-    Subscription.issue_id == ISSUE, Subscription.user_id == USER
-)
-OWN_STATE = sa.select(
-    CHOSEN.scalar_subquery().label("ignored"),
-    sa.exists().where(Comment.issue_id == ISSUE, Comment.author_id == USER).label("commented"),
-)
+OWN_STATE = sa.select(*own_state(sa.bindparam("issue"), sa.bindparam("user")))
 
 
-def subscription(issue: Issue | sa.Row[Any]) -> dict[str, Any]:
-    """The caller's subscription to the issue, as the API answers it."""
+def subscription(issue: Issue | sa.Row[Any], state: Any = None) -> dict[str, Any]:
+    """The caller's subscription to the issue, as the API answers it; `state`: the caller's
+    `own_state` columns, when read with the issue."""
     me = token_auth.current_user.id
-    state = db.session.connection().execute(OWN_STATE, {"issue": issue.id, "user": me}).one()
+    if state is None:
+        state = db.session.connection().execute(OWN_STATE, {"issue": issue.id, "user": me}).one()
     why = reason(issue, me, state.ignored, state.commented)
     return {"subscribed": why is not None, "ignored": bool(state.ignored), "reason": why}
 

@@ -2,6 +2,7 @@
 the API's own rules. `test_web_browser.py` drives the same pages in a real browser."""
 
 import re
+import time
 
 import flask
 import pytest
@@ -14,6 +15,7 @@ from helpers import (
     comment_on,
     csrf_token,
     statements,
+    wait_until,
     web_sign_in,
 )
 
@@ -148,6 +150,22 @@ def test_a_form_without_its_token_or_from_another_site_changes_nothing(signed_in
     assert issue_count() == 0
     made = signed_in.post("/issues/new", data={"title": "Real", "csrf_token": token})
     assert made.status_code == 302 and issue_count() == 1
+
+
+def test_a_session_signs_its_csrf_token_once(app, signed_in, bob):
+    """Every page of a session carries one token (`base.csrf_token`), where Flask-WTF would sign
+    it anew with the second of each page; another session has its own."""
+    first = csrf_token(signed_in, "/issues/new")
+    second = int(time.time())
+    wait_until(lambda: int(time.time()) > second, 2, "the next second")
+    assert csrf_token(signed_in, "/settings") == first
+    other = app.test_client()
+    assert web_sign_in(other, "bob").status_code == 302
+    theirs = csrf_token(other, "/settings")
+    assert theirs != first
+    refused = other.post("/issues/new", data={"title": "Forged", "csrf_token": first})
+    made = signed_in.post("/issues/new", data={"title": "Real", "csrf_token": first})
+    assert refused.status_code == 400 and made.status_code == 302 and issue_count() == 1
 
 
 @pytest.fixture
@@ -411,9 +429,9 @@ def test_the_conversation_interleaves_comments_with_history(
 def test_an_issue_page_reads_as_much_however_long_its_conversation(
     signed_in, client, as_alice, as_root, new_issue, alice, bob
 ):
-    """Its conversation, labels and the reader's watching are each read in one statement,
-    whatever their length: nothing is read per comment, event or label (`bench/RESULTS.md`:
-    an issue's page beside the API's GET)."""
+    """Its labels and the reader's watching are read with the issue, its conversation in one
+    statement, whatever their length: nothing is read per comment, event or label
+    (`bench/RESULTS.md`: an issue's page beside the API's GET)."""
     for name in ("bug", "ui", "docs"):
         client.post("/api/labels/", json={"name": name}, headers=as_root)
     issue = new_issue(labels=["bug"])
@@ -437,7 +455,9 @@ def test_an_issue_page_reads_as_much_however_long_its_conversation(
     long = read()
     # opened; renamed and assigned each time; the labels added, as events and on the issue
     assert (short[1:], long[1:]) == ((1, 3, 1), (4, 11, 3))
-    assert short[0] == long[0]
+    # the session's user; the issue with its labels and your watching; the conversation; the
+    # users its history names
+    assert short[0] == long[0] == 4
 
 
 def test_only_its_author_edits_a_comment(app, signed_in, new_issue, bob):

@@ -6,7 +6,7 @@ from apiflask import APIFlask
 from flask import redirect, request, url_for
 
 from sit.web import account, admin, conversation, issues, markdown
-from sit.web.base import SessionInterface, bp, csrf, site_links, status, when
+from sit.web.base import SessionInterface, bp, csrf, csrf_field, site_links, status, when
 
 __all__ = ["account", "admin", "bp", "conversation", "init_app", "issues"]
 
@@ -38,5 +38,6 @@ def init_app(app: APIFlask) -> None:
     app.jinja_env.filters["when"] = when
     app.jinja_env.filters["status"] = status
     app.jinja_env.globals["site_links"] = site_links
+    app.jinja_env.globals["csrf_field"] = csrf_field
     app.before_request(browser_at_root)
     app.register_blueprint(bp)

@@ -49,6 +49,7 @@ ISSUE = (
         User.username.label("creator"),
         ASSIGNEE.username.label("assignee"),
         labels.CHIPS.label("labels"),  # a query of their own was 3 % of the page (in process)
+        *watching.own_state(Issue.id, sa.bindparam("me")),  # and yours, 4.6 % (callgrind)
     )
     .join(User, User.id == Issue.created_by_id)
     .outerjoin(ASSIGNEE, ASSIGNEE.id == Issue.assigned_to_id)
@@ -77,7 +78,7 @@ def show_issue(pk: int) -> Any:
 def issue_page(pk: int, status: int = 200, **context: Any) -> Any:
     """The issue, its labels and its conversation, with the comment form (`context` fills it
     again after a refused comment)."""
-    issue = get_or_404(Issue, pk, ISSUE)
+    issue = get_or_404(Issue, pk, ISSUE, me=g.me.id)
     entries, named = timeline(pk)
     page = render_template(
         "web/issue.html",
@@ -87,7 +88,7 @@ def issue_page(pk: int, status: int = 200, **context: Any) -> Any:
         names=usernames(named),
         may_change=may_change(issue, g.me),
         me=g.me.id,
-        watching=watching.subscription(issue),
+        watching=watching.subscription(issue, state=issue),
         **context,
     )
     return page, status
