@@ -468,11 +468,12 @@ def test_only_its_author_edits_a_comment(app, signed_in, new_issue, bob):
     )
     cid = int(re.search(r'id="comment-(\d+)"', signed_in.get(page).text).group(1))
     edit = f"{page}/comments/{cid}/edit"
-    assert edit in signed_in.get(page).text
+    assert edit in signed_in.get(page).text and "(edited)" not in signed_in.get(page).text
     saved = signed_in.post(
         edit, data={"body": "Mine, edited", "csrf_token": csrf_token(signed_in, edit)}
     )
-    assert saved.status_code == 302 and "Mine, edited" in signed_in.get(page).text
+    shown = signed_in.get(page).text
+    assert saved.status_code == 302 and "Mine, edited" in shown and "(edited)" in shown
     other = app.test_client()
     web_sign_in(other, "bob")
     assert edit not in other.get(page).text

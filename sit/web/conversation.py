@@ -21,13 +21,14 @@ ISSUE_PK = sa.bindparam("pk")
 # The conversation: events and comments interleaved, oldest first (on a tie, a comment first),
 # in one statement: two, sorted here, took 0.09 ms of an issue's page (1.2 in-process), this
 # 0.08, and one round trip fewer on PostgreSQL. Each entry has its `kind`, and `by`, the username
-# of its author or actor. A comment is its own entry: its `commented` event would say it twice.
+# of its author or actor; a comment, whether it was `edited` (a flag, not a second date: 3 % of
+# the page). A comment is its own entry: its `commented` event would say it twice.
 # The events come first: their columns type the union's.
 HISTORY = (
     sa.select(
         *(sa.literal("event").label("kind"), Event.id.label("id"), Event.actor_id.label("by_id")),
         *(User.username.label("by"), Event.event, Event.details, sa.null().label("body")),
-        *(Event.created_at, Event.created_at.label("updated_at")),
+        *(Event.created_at, sa.false().label("edited")),
     )
     .join(User, User.id == Event.actor_id)
     .where(Event.issue_id == ISSUE_PK, Event.event != "commented")
@@ -35,7 +36,7 @@ HISTORY = (
 COMMENTS = (
     sa.select(
         *(sa.literal("comment"), Comment.id, Comment.author_id, User.username, sa.null()),
-        *(sa.null(), Comment.body, Comment.created_at, Comment.updated_at),
+        *(sa.null(), Comment.body, Comment.created_at, Comment.updated_at != Comment.created_at),
     )
     .join(User, User.id == Comment.author_id)
     .where(Comment.issue_id == ISSUE_PK)
