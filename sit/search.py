@@ -6,6 +6,7 @@ and digits, as migration 0005 indexes the text on both databases.
 """
 
 import functools
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,9 +25,9 @@ if TYPE_CHECKING:
 WORD = re.compile(r"[^\W_]+")  # letters and digits: what both indexes call a word
 # The SQLite index (migration 0007); contentless: it holds no text, only the index.
 FTS = sa.table("issues_fts", sa.column("rowid", sa.Integer), sa.column("issues_fts"))
-# SQLite: what the index's `facets` column calls each filter column (migration 0007) and the
-# labels (0011), after a private-use character: a word no text in `issues_fts` has, nor the
-# start of one (FTS5 reads U+E000 as a letter; WORD does not).
+# What the index calls each filter column and the labels, after a private-use character: a word
+# no text has, nor the start of one (FTS5 reads U+E000 as a letter; WORD does not). SQLite's
+# `facets` column (migrations 0007 and 0011), PostgreSQL's `issues_words` (0011 and 0012).
 FACET = "\ue000"
 FACETS = {
     "status": "status",
@@ -34,7 +35,7 @@ FACETS = {
     "created_by_id": "creator",
     "label": "label",
 }
-ROW_TESTS = 1_000  # SQLite: a filter that leaves this few issues has each tested (5 ms at most)
+ROW_TESTS = 1_000  # a filter that leaves this few issues has each tested (SQLite: 5 ms at most)
 # SQLite: a search's matches are first sampled in this many windows of this many ids, spread
 # evenly over them all (`far_more`): 2 ms at a million issues, where 64 windows of 1,000 take 14.
 SAMPLES, SAMPLE_WIDTH = 16, 4_000
@@ -60,9 +61,9 @@ def words(text: str) -> list[str]:
 
 
 def facet(column: str, value: Any) -> str:
-    """SQLite: the word the index's `facets` column has for an issue whose `column` is `value`,
-    as migrations 0007 and 0011 write it: U+E000 then `statusc`, `assignee5`, `assigneenone`,
-    `label3` (label id 3), `labelnone` (no label)..."""
+    """The word the search index has for an issue whose `column` is `value`, as migrations
+    0007, 0011 and 0012 write it: U+E000 then `statusc`, `assignee5`, `assigneenone`, `label3`
+    (label id 3), `labelnone` (no label)..."""
     return FACET + FACETS[column] + ("none" if value is None else str(value).lower())
 
 
@@ -79,10 +80,12 @@ def fts5_query(found: list[str], facets: list[str], starts: bool = True) -> str:
     return " ".join(strings + [f"facets : {fts5_string(facet)}" for facet in facets])
 
 
-def tsquery(found: list[str]) -> str:
-    """Each word as a quoted tsquery lexeme (`'` and `\\` escaped), `:*`: the word or its start."""
+def tsquery(found: list[str], starts: bool = True) -> str:
+    """Each word as a quoted tsquery lexeme (`'` and `\\` escaped), `:*` after it: the word or its
+    start (or, not `starts`, only the word)."""
+    star = ":*" if starts else ""
     quoted = (word.replace("\\", "\\\\").replace("'", "''") for word in found)
-    return " & ".join(f"'{word}':*" for word in quoted)
+    return " & ".join(f"'{word}'{star}" for word in quoted)
 
 
 def matching_ids(found: list[str], facets: list[str], starts: bool = True) -> sa.Select[tuple[int]]:
@@ -122,12 +125,10 @@ def find(
         return Found(sa.false())
     issues = last_id()
     tests = labels.where if labels is not None else []
-    if connection.dialect.name == "sqlite":
-        facets = list(labels.facets) if labels is not None else []
-        return find_in_fts5(found, filters, facets, tests, issues)
     facets = list(labels.facets) if labels is not None else []
-    found_in = find_in_tsvector(connection, found, filters, facets, issues)
-    return Found(sa.and_(found_in.where, *tests), found_in.count)
+    if connection.dialect.name == "sqlite":
+        return find_in_fts5(found, filters, facets, tests, issues)
+    return find_in_tsvector(connection, found, filters, facets, tests, issues)
 
 
 def last_id() -> int:
@@ -154,8 +155,7 @@ def find_in_fts5(
         # words for a page, 14 ms at a million issues).
         has = sa.func.sit_has_words(Issue.title, Issue.description, " ".join(found)) == 1
         tested = sa.case((tested, has), else_=False) if label_tests else has
-    filtered = sa.select(Issue.id).where(*Issue.having(filters))
-    if filters and count_up_to(filtered, ROW_TESTS + 1) <= ROW_TESTS:
+    if few_left(filters):
         return Found(tested)
     facets = [facet(column, value) for column, value in filters.items()] + labels
     if far_more(found, facets, issues):
@@ -170,6 +170,15 @@ def find_in_fts5(
     # list of matches it makes first, instead of reading the matches and sorting them.
     listed = (Issue.id + 0 if plan == "probed" else Issue.id).in_(ids)
     return Found(listed, lambda: count)
+
+
+def few_left(filters: dict[str, Any]) -> bool:
+    """Whether the filters leave at most ROW_TESTS issues: testing each of them costs less than
+    reading the index's lists of the words (on PostgreSQL, a start such as `crash:*` gathers
+    every issue of every word it begins: `q=crash&assigned_to=5`, 23 ms at a million issues
+    by the index, 8 by the rows)."""
+    filtered = sa.select(Issue.id).where(*Issue.having(filters))
+    return bool(filters) and count_up_to(filtered, ROW_TESTS + 1) <= ROW_TESTS
 
 
 def count_matches(found: list[str], facets: list[str], cap: int) -> int:
@@ -201,18 +210,26 @@ def far_more(found: list[str], facets: list[str], issues: int) -> bool:
     )
 
 
+# SQLite: how many issues in windows of `width` ids from each of `starts` (a JSON array) match
+# the query: one statement whatever the windows (a UNION of a SELECT each cost a request as much
+# to build as to run, `bench/RESULTS.md`, at scale); CROSS JOIN: the windows first, each
+# searched by the index within its ids.
+SAMPLE = sa.text(
+    "SELECT count(*) FROM json_each(:starts) AS window CROSS JOIN issues_fts"
+    " WHERE issues_fts MATCH :query"
+    " AND issues_fts.rowid BETWEEN window.value AND window.value + :width - 1"
+)
+
+
 def sample_says_more(found: list[str], facets: list[str], issues: int, width: int) -> bool:
     sampled = SAMPLES * width
     if width < 1 or issues < 2 * sampled:
         return False
     step = issues // SAMPLES
-    ids = matching_ids(found, facets, starts=False)
-    windows = [
-        ids.where(FTS.c.rowid.between(start, start + width - 1))
-        for start in range(step // 2, step * SAMPLES, step)
-    ]
-    count = sa.select(sa.func.count()).select_from(sa.union_all(*windows).subquery())
-    matches = db.session.connection().execute(count).scalar_one()
+    starts = json.dumps(list(range(step // 2, step * SAMPLES, step)))
+    query = fts5_query(found, facets, starts=False)
+    windows = {"starts": starts, "query": query, "width": width}
+    matches = db.session.connection().execute(SAMPLE, windows).scalar_one()
     return (matches - 5 * matches**0.5) * issues / sampled > COUNT_CAP
 
 
@@ -227,27 +244,46 @@ def find_in_tsvector(
     found: list[str],
     filters: dict[str, Any],
     labels: list[str],
+    label_tests: list[sa.ColumnElement[bool]],
     issues: int,
 ) -> Found:
     """PostgreSQL. The planner estimates the matches well but, given a LIMIT, walks the sort's
     index even for a word it expects in a thousand of a million issues (0 in fact: 450 ms): SIT
-    takes the estimate and fences few matches in a materialized CTE. Many matches of a search
-    alone or with `labels` (their lexemes) are counted in `issues_words`, a third of the pages
-    of `issues` (migration 0006), whose GIN index intersects the words' and the labels' lists
-    (0011); with other filters, by the listing, which the planner's estimate may spare
-    (`capped_count`)."""
+    takes the estimate and fences few matches in a materialized CTE. Many matches are counted
+    in `issues_words`, narrower than `issues` (migration 0006), whose GIN index intersects the
+    lists of the words, of the `labels` (their lexemes, 0011) and of the `filters` (0012), the
+    words themselves first (`words_first`); the planner's estimate may spare it (`capped_count`)."""
     text = tsquery(found)
-    query = sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), text)
-    has = SEARCH_VECTOR.op("@@")(query)
+    has = SEARCH_VECTOR.op("@@")(to_tsquery(text))
     plan = connection.execute(ESTIMATE, {"q": text}).scalar_one()
     if few_matches(plan[0]["Plan"]["Plan Rows"], issues):
         matched = sa.select(Issue.id).where(has).cte("matched").prefix_with("MATERIALIZED")
-        return Found(Issue.id.in_(sa.select(matched.c.id)))
-    if filters:
-        return Found(has)
-    words = query.op("&&")(lexemes(labels)) if labels else query
-    many = sa.select(WORDS.c.id).where(WORDS.c.words.op("@@")(words))
-    return Found(has, lambda: capped_count(many))
+        return Found(sa.and_(Issue.id.in_(sa.select(matched.c.id)), *label_tests))
+
+    facets = [facet(column, value) for column, value in filters.items()] + labels
+
+    if few_left(filters):
+        return Found(sa.and_(has, *label_tests))  # the listing counts its rows
+
+    def count(starts: bool) -> int | None:
+        query = to_tsquery(tsquery(found, starts))
+        words = query.op("&&")(lexemes(facets)) if facets else query
+        return capped_count(sa.select(WORDS.c.id).where(WORDS.c.words.op("@@")(words)))
+
+    return Found(sa.and_(has, *label_tests), lambda: words_first(count))
+
+
+def to_tsquery(text: str) -> sa.ColumnElement[Any]:
+    return sa.func.to_tsquery(sa.literal_column("'simple'::regconfig"), text)
+
+
+def words_first(count: Callable[[bool], int | None]) -> int | None:
+    """How many issues have the words or their starts (None: more than COUNT_CAP), `count`ed
+    (True: with their starts). First the issues that have the words themselves: a subset that
+    often tells alone, and that the index reads without gathering every issue of every word a
+    start begins (PostgreSQL, `label=wontfix&q=crash` at a million issues: 12 ms against 27,
+    `q=crash login&status=C`: 47 against 93)."""
+    return None if count(False) is None else count(True)
 
 
 def lexemes(facets: list[str]) -> sa.ColumnElement[Any]:

@@ -225,6 +225,25 @@ def test_a_search_with_a_label_is_estimated_then_counted(
     assert (11 in counts) == (expected is not None)
 
 
+@pytest.mark.parametrize(
+    ("q", "matching", "expected", "counted"),
+    [("printer", 12, None, 1), ("print", 12, None, 2), ("printer", 6, "6", 2)],
+)
+def test_a_search_counts_the_words_themselves_first(
+    client, as_alice, printers, counts, monkeypatch, q, matching, expected, counted
+):
+    """Counted in the index: first the issues with the words themselves, which it reads
+    without gathering every issue of every word a start begins; their starts only when the
+    words alone are not past the cap already."""
+    monkeypatch.setattr(search, "few_matches", lambda *_: False)  # PostgreSQL: not fenced,
+    monkeypatch.setattr(pagination, "FAR_MORE", 10**6)  # nor spared by the planner's estimate
+    printers(20, matching)
+    query = {"q": q, "per_page": 2}
+    response = client.get("/api/", query_string=query, headers=as_alice)
+    assert response.headers.get("X-Total-Count") == expected
+    assert counts == [11] * counted
+
+
 @pytest.mark.parametrize(("planned", "expected"), [(5 * 10 - 1, "3"), (5 * 10, None)])
 def test_the_planners_estimate_stands_in_only_at_the_margin(
     client, as_alice, new_issue, monkeypatch, planned, expected

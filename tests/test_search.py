@@ -171,9 +171,10 @@ def test_counts_follow_creates_changes_and_deletes(client, as_alice, new_issue):
 
 
 def test_filtered_counts_follow_status_and_assignee_changes(
-    client, as_alice, new_issue, bob, filtered
+    client, as_alice, as_root, new_issue, bob, filtered
 ):
-    """SQLite's index knows each issue's status, assignee and creator (migration 0007)."""
+    """The search index knows each issue's status, assignee and creator (SQLite's since
+    migration 0007, PostgreSQL's since 0012), and keeps them when its labels change."""
 
     def count(**filters):
         return counted(client, as_alice, q="printer", **filters)
@@ -189,6 +190,9 @@ def test_filtered_counts_follow_status_and_assignee_changes(
     assert count(assigned_to=bob.id) == "3"
     assert count(assigned_to=bob.id, status="C", created_by="me") == "1"
     assert count(created_by="nobody") == "0"
+    client.post("/api/labels/", json={"name": "bug"}, headers=as_root)
+    client.patch(f"/api/{second['id']}/", json={"labels": ["bug"]}, headers=as_alice)
+    assert count(status="C") == "2"
 
 
 def test_text_cannot_pass_for_a_filter(client, as_alice, new_issue, filtered):
@@ -223,8 +227,8 @@ def test_search_combines_with_filters_and_counts(client, as_alice, as_bob, title
 
 
 def test_the_migration_indexes_issues_that_exist(tmp_path, monkeypatch, request, plan):
-    """A database with issues, made at revision 0002, finds and counts them by search once
-    upgraded."""
+    """A database with issues, made at revision 0002, finds and counts them by search, and by
+    search with a filter, once upgraded."""
     if POSTGRES:
         postgres = request.getfixturevalue("postgres")
         uri = postgres.create(f"sit_search_{os.getpid()}")
@@ -255,5 +259,9 @@ def test_the_migration_indexes_issues_that_exist(tmp_path, monkeypatch, request,
         found = search.find(db.session.connection(), "old cra", {})
         assert db.session.scalars(sa.select(Issue.title).where(found.where)).all() == ["Old crash"]
         assert found.count is None or found.count() == 1
+        closed = search.find(db.session.connection(), "old", {"status": "C"})
+        listed = sa.select(Issue.title).where(closed.where, Issue.status == "C")
+        assert db.session.scalars(listed).all() == ["Old login"]
+        assert closed.count is None or closed.count() == 1
         db.session.remove()
         db.engine.dispose()
