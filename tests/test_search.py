@@ -136,6 +136,18 @@ def test_what_a_user_types_is_taken_literally(client, as_alice, titles, q, expec
     assert found(client, as_alice, q) == expected
 
 
+@pytest.mark.parametrize("begun", [8, 1])
+def test_a_start_finds_every_word_it_begins(client, as_alice, new_issue, monkeypatch, begun):
+    """SQLite asks for a start as the words of its index that it begins, or, where they are
+    more than BEGUN (1 here), as a prefix query: either way, found and counted, every issue
+    with any of them, and none with a word it is inside of."""
+    monkeypatch.setattr(search, "BEGUN", begun)
+    for title in ["Printer jam", "Printing slow", "Print queue", "Blueprint lost", "Sprint"]:
+        new_issue(title=title, description="")
+    assert found(client, as_alice, "print") == ["Print queue", "Printer jam", "Printing slow"]
+    assert counted(client, as_alice, q="print") == "3"
+
+
 def test_the_index_follows_creates_changes_and_deletes(client, as_alice, new_issue):
     issue = new_issue(title="Printer on fire", description="smoke")
     assert found(client, as_alice, "printer smoke") == ["Printer on fire"]
