@@ -183,8 +183,9 @@ def find_in_fts5(
     """SQLite: the issues with the words, the filters and the labels (`labels`: their facets;
     `label_tests`: each row's test of them). A filter that leaves few issues has each of them
     tested (`has_words`, 5 us a row). Else FTS5 counts the issues with the words and every
-    facet once, as far as X-Total-Count needs (FTS5 has no statistics to estimate it), and
-    `page_plan` chooses; a sample first tells when they are far more (`far_more`)."""
+    facet, as far as X-Total-Count needs (FTS5 has no statistics to estimate it), listing them
+    as it goes (`listed_matches`), and `page_plan` chooses; a sample first tells when they are
+    far more (`far_more`)."""
     tested = sa.and_(sa.true(), *label_tests)
     if found:
         # The labels' tests first, a lookup of 1 us against has_words' 5: in one CASE, since
@@ -197,10 +198,11 @@ def find_in_fts5(
     facets = [facet(column, value) for column, value in filters.items()] + labels
     if far_more(found, facets, issues):
         return Found(tested, lambda: None)
-    count, ids = listed_matches(found, facets, COUNT_CAP + 1)
-    plan = page_plan(count, issues) if ids is not None else "tested"
+    matches, ids = listed_matches(found, facets, COUNT_CAP + 1)
+    count = matches if ids is not None else None
+    plan = page_plan(matches, issues) if ids is not None else "tested"
     if plan == "tested":
-        return Found(tested, lambda: count if ids is not None else None)
+        return Found(tested, lambda: count)
     listed = sa.select(sa.func.json_each(ids).table_valued("value").c.value)
     # `id + 0` is no index's column: SQLite walks the sort's index, looking each row up in the
     # list of matches it makes first, instead of reading the matches and sorting them.
