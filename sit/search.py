@@ -37,8 +37,10 @@ FACETS = {
 }
 ROW_TESTS = 1_000  # a filter that leaves this few issues has each tested (SQLite: 5 ms at most)
 # SQLite: a search's matches are first sampled in this many windows of this many ids, spread
-# evenly over them all (`far_more`): 2 ms at a million issues, where 64 windows of 1,000 take 14.
-SAMPLES, SAMPLE_WIDTH = 16, 4_000
+# evenly over them all (`far_more`). Each window costs FTS5 a seek into every segment of the
+# index for each word and facet (0.75 M instructions at a million issues, 21 segments), so the
+# windows are few and wide: 8 of 8,000 ids cost 0.6 of what 16 of 4,000 did (callgrind).
+SAMPLES, SAMPLE_WIDTH = 8, 8_000
 SEARCH_VECTOR = sa.literal_column("issues.search_vector")  # PostgreSQL: no model maps it
 # SQLite: the index's words in order, one row per occurrence (migration 0013): the first at or
 # after a text is found by a seek; a start that begins at most BEGUN of them is asked as them.
