@@ -313,11 +313,9 @@ def find_in_tsvector(
     if few_matches(plan[0]["Plan"]["Plan Rows"], issues):
         matched = sa.select(Issue.id).where(has).cte("matched").prefix_with("MATERIALIZED")
         return Found(sa.and_(Issue.id.in_(sa.select(matched.c.id)), *label_tests))
-
-    facets = [facet(column, value) for column, value in filters.items()] + labels
-
     if few_left(filters):
         return Found(sa.and_(has, *label_tests))  # the listing counts its rows
+    facets = [facet(column, value) for column, value in filters.items()] + labels
 
     def count(starts: bool) -> int | None:
         query = to_tsquery(tsquery(found, starts))
