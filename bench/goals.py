@@ -16,6 +16,10 @@ RATIOS = (
     ("get one", "SIT", "bare", 0.22, None),
     ("list", "SIT", "bare", 0.15, None),
     ("patch", "SIT", SEED, None, None),
+    ("create", "floor", "DRF", None, None),  # the least a create can do on SIT's stack
+    ("patch", "floor", "DRF", None, None),  # what the goal of 2.0 above would have to beat
+    ("create", "SIT", "floor", None, None),
+    ("patch", "SIT", "floor", None, None),
     ("create", "SIT", "bare", None, None),
     ("patch", "SIT", "bare", None, None),
     ("list", "SIT pages", "SIT", 0.7, None),  # the issues page beside the API's list

@@ -10,7 +10,8 @@ import scale
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # after choosing the backend
 
-COLORS = {"SIT": "#2b6cb0", "DRF": "#c05621", "seed's stack": "#9c4221", "bare": "#718096"}
+COLORS = {"SIT": "#2b6cb0", "DRF": "#c05621", "seed's stack": "#9c4221", "bare": "#718096",
+          "floor": "#2c7a7b"}  # fmt: skip
 REF_COLOR = "#90cdf4"  # SIT at `--against`'s ref
 
 
@@ -178,7 +179,11 @@ def write(data: dict[str, Any], path: Path) -> None:
         "(127.0.0.1:6379), and one `celery -A seedstack worker -l INFO` (prefork, a process "
         "per core) reserving those tasks until their countdown ends; measured in the writes "
         "only, its reads being the DRF peer's. "
-        f"{seed_tasks_line(data['seed_tasks'])}",
+        f"{seed_tasks_line(data['seed_tasks'])} **floor**: `bench/floor.py`, SIT itself (its "
+        "own instance) whose create and patch are the least those writes can do on SIT's stack "
+        "(token check, input and answer schemas, the SPEC's statements by prebuilt Core "
+        "statements, one commit), leaving out labels, webhooks, `If-Match` and the retry: a "
+        "ceiling for SIT's own writes, measured in create and patch.",
         f"- SIT worker memory (RSS, MiB): after boot {data['rss']['cold']}, before the "
         f"benchmark (after the warm-up) {data['rss']['before']}, after it "
         f"{data['rss']['after']}.",

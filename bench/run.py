@@ -44,6 +44,8 @@ PACKAGES = (
 )  # fmt: skip
 SCENARIOS = ("get one", "list", "create", "patch")
 SEED_SCENARIOS = ("create", "patch")  # its reads are the DRF peer's very code
+FLOOR, FLOOR_APP = "floor", "--pythonpath bench floor:app"  # SIT with the least a write can do
+FLOOR_SCENARIOS = ("create", "patch")
 # The 500 newest issues demo1 created, which the patch scenario changes
 SIT_ISSUES = ("SELECT i.id FROM issues i JOIN users u ON u.id = i.created_by_id "
               "WHERE u.username = 'demo1' ORDER BY i.id DESC LIMIT 500")  # fmt: skip
@@ -109,16 +111,21 @@ def start_sit(folder: Path, sink: servers.Sink, name: str, users: int, issues: i
     return env, instance, seconds
 
 
-def sit_target(name: str, folder: Path, sink: servers.Sink, root: Path = servers.ROOT) -> Target:
-    """SIT from the checkout `root` (this one, or `--against`'s), seeded and served by gunicorn."""
+def sit_target(
+    name: str, folder: Path, sink: servers.Sink, root: Path = servers.ROOT, app: str = "wsgi:app"
+) -> Target:
+    """SIT from the checkout `root` (this one, or `--against`'s), seeded and served by gunicorn
+    (or `bench/floor.py`'s app, which is SIT with the least a write can do)."""
     instance = "sit" if root == servers.ROOT else f"sit-{root.name}"
+    instance = "floor" if app == FLOOR_APP else instance
     env, instance_path, _ = start_sit(folder, sink, instance, 100, 1000, root)
     token = servers.flask(env, "sit", "create-token", "demo1", cwd=root).strip()
     servers.add_page_reader(env, root)
-    server = servers.gunicorn(instance, "wsgi:app", "gunicorn.conf.py", env, folder, cwd=root)
+    server = servers.gunicorn(instance, app, "gunicorn.conf.py", env, folder, cwd=root)
     db = instance_path / "sit.db"
     demo2 = scalars(db, "SELECT id FROM users WHERE username='demo2'")[0]
-    return Target(name, server, f"Authorization: Bearer {token}", db, SIT_ISSUES, demo2)
+    scenarios = FLOOR_SCENARIOS if app == FLOOR_APP else SCENARIOS
+    return Target(name, server, f"Authorization: Bearer {token}", db, SIT_ISSUES, demo2, scenarios)
 
 
 def peer_target(name: str, peer: peers.Peer, scenarios: tuple[str, ...] = SCENARIOS) -> Target:
@@ -135,6 +142,7 @@ def start_targets(folder: Path, sink: servers.Sink, ref: tuple[str, Path] | None
         targets.append(sit_target("SIT", folder, sink))
         if ref:
             targets.append(sit_target(f"SIT@{ref[0]}", folder, sink, ref[1]))
+        targets.append(sit_target(FLOOR, folder, sink, app=FLOOR_APP))
         targets.append(peer_target("DRF", peers.start_drf("drf", "drfpeer.settings", folder)))
         seed = peers.start_seed_stack("seed", folder, sink.port)
         targets.append(peer_target(SEED, seed, SEED_SCENARIOS))
