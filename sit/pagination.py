@@ -15,6 +15,9 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 from flask import current_app, request
 from itsdangerous import BadSignature
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ClauseElement, Executable
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from sit import errors, signing
 from sit.extensions import db
@@ -163,16 +166,35 @@ def capped_count(select: sa.Select[Any]) -> int | None:
     return total if total <= COUNT_CAP else None
 
 
+class Explain(Executable, ClauseElement):
+    """PostgreSQL's plan of a query, `EXPLAIN (FORMAT JSON)`, compiled once per shape of query
+    as the query itself is (SQLAlchemy's statement cache; its cache key is the query's).
+    Compiling the listing's query anew for each plan took 2.3 of the 9 ms that PostgreSQL's
+    first page of 10,000 issues took (in process, `README.md`, at scale)."""
+
+    inherit_cache = True
+    _traverse_internals = [("query", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, query: sa.Select[Any]) -> None:
+        self.query = query
+
+
+@compiles(Explain)
+def _explain(explain: Explain, compiler: Any, **kw: Any) -> str:
+    text = f"EXPLAIN (FORMAT JSON) {compiler.process(explain.query, **kw)}"
+    # Its rows are the plan's, not the query's columns: no result map, as for a text statement
+    # (ext.compiler has no public way to say so for a construct that wraps a SELECT).
+    compiler._result_columns = []
+    return text
+
+
 def planned_rows(select: sa.Select[Any]) -> float:
     """PostgreSQL: how many rows its planner expects the query to have (0 on SQLite, which
     has no such estimate)."""
     connection = db.session.connection()
     if connection.dialect.name != "postgresql":
         return 0
-    options = {"render_postcompile": True}  # IN lists as parameters
-    compiled = select.compile(dialect=connection.dialect, compile_kwargs=options)
-    plan = connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled}", compiled.params)
-    return plan.scalar_one()[0]["Plan"]["Plan Rows"]
+    return connection.execute(Explain(select)).scalar_one()[0]["Plan"]["Plan Rows"]
 
 
 def count_up_to(select: sa.Select[Any], cap: int) -> int:
