@@ -143,9 +143,9 @@ def having(names: list[str]) -> Labelled:
     facets = tuple(search.facet("label", pk) for pk in [*ids, *([None] if none else [])])
     if len(facets) == 1 and not none:
         issues = sa.select(issue_labels.c.issue_id).where(issue_labels.c.label_id == ids[0])
-    else:
-        issues = search.labelled_ids(list(facets))
-    return Labelled(where, lambda: capped_count(issues), facets)
+        return Labelled(where, lambda: capped_count(issues), facets)
+    # PostgreSQL's count (SQLite's search index finds labels with the other facets: `find`).
+    return Labelled(where, lambda: search.count_words(search.lexemes(list(facets))), facets)
 
 
 def require_admin() -> None:

@@ -155,12 +155,16 @@ def page_of(
     return Page(rows, links, total)
 
 
-def capped_count(select: sa.Select[Any]) -> int | None:
+def capped_count(
+    select: sa.Select[Any], sample: Callable[[float], bool] | None = None
+) -> int | None:
     """How many rows the query has, or None when more than COUNT_CAP: counting stops there, so
     a count costs at most what it costs on a small tracker. PostgreSQL: None, uncounted, when
     its planner expects FAR_MORE times COUNT_CAP rows (counting 10,001 of a rare combination
-    of conditions tests many more rows)."""
-    if planned_rows(select) >= FAR_MORE * COUNT_CAP:
+    of conditions tests many more rows), or more than COUNT_CAP and `sample`, given that
+    estimate, says more too."""
+    planned = planned_rows(select)
+    if planned >= FAR_MORE * COUNT_CAP or (planned > COUNT_CAP and sample and sample(planned)):
         return None
     total = count_up_to(select, COUNT_CAP + 1)
     return total if total <= COUNT_CAP else None

@@ -264,6 +264,38 @@ def test_the_planners_estimate_stands_in_only_at_the_margin(
     assert response.headers.get("X-Total-Count") == expected
 
 
+@pytest.mark.parametrize(
+    ("labelled", "planned", "expected", "sampled"),
+    [(200, 300, None, True), (8, 300, "8", True), (200, 12, None, False)],
+)
+def test_where_postgresql_expects_more_but_not_far_more_a_sample_may_stand_in(
+    postgres_db, client, as_alice, printers, counts, monkeypatch, labelled, planned, expected,
+    sampled,
+):  # fmt: skip
+    """PostgreSQL: where its planner expects more than the cap, but not FAR_MORE times more,
+    the issues' words in a few windows of ids, each row tested, stand in for counting when they
+    say more too (the first 200 of 400 issues match); where they do not (the first 8: the
+    estimate was wrong), the count is exact; where the estimate is too near the cap for a
+    sample to tell, none is taken."""
+    monkeypatch.setattr(search, "few_matches", lambda *_: False)  # not fenced, and
+    monkeypatch.setattr(pagination, "FAR_MORE", 10**6)  # never spared by the estimate alone
+    monkeypatch.setattr(pagination, "planned_rows", lambda select: planned)
+    monkeypatch.setattr(search, "WORDS_SAMPLE_WIDTH", 25)  # 8 windows of 25 of the 400 ids
+    printers(400, 400, labelled)
+    samples = []
+
+    def seen(connection, cursor, statement, parameters, context, executemany):
+        samples.extend(["sample"] if "ts_match_vq" in statement else [])
+
+    sa.event.listen(db.engine, "before_cursor_execute", seen)
+    query = {"q": "printer", "label": "bug", "per_page": 2}
+    response = client.get("/api/", query_string=query, headers=as_alice)
+    assert response.headers.get("X-Total-Count") == expected
+    assert len(response.json) == 2
+    assert bool(samples) == sampled
+    assert (11 in counts) == (not sampled or expected is not None)
+
+
 def test_the_planners_estimate_is_compiled_as_its_listing_is(postgres_db, app, client, as_alice):
     """PostgreSQL: a listing's plan (`EXPLAIN`) goes through SQLAlchemy's statement cache,
     compiled once for each shape of listing, whatever its values (compiling it anew for each
