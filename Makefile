@@ -12,8 +12,9 @@ run: $(VENV)/.installed
 	$(BIN)/flask sit first-user
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
+# On every core (pytest-xdist): each test has its own database, folders and ports.
 test: $(VENV)/.installed-dev $(CHROMIUM)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n auto $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
