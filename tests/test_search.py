@@ -25,6 +25,17 @@ def test_the_cheapest_plan_at_a_million_issues(matches, expected):
     assert PAGE_PLAN(matches, 1_000_000) == expected
 
 
+@pytest.mark.parametrize(
+    ("sampled", "issues"), [(64_000, 1_000_000), (8_000, 1_000_000), (64_000, 128_000), (80, 400)]
+)
+def test_a_sample_stops_at_the_fewest_matches_that_say_more(sampled, issues):
+    """A sample of the index counts no further than it needs: one match fewer would not say
+    that more than COUNT_CAP issues match."""
+    fewest = search.enough(sampled, issues)
+    assert search.says_more(fewest, sampled, issues)
+    assert not search.says_more(fewest - 1, sampled, issues)
+
+
 @pytest.fixture(params=["sorted", "probed", "tested"], autouse=True)
 def plan(request, monkeypatch):
     """The ways to a page of search results, which must all find the same issues: every match
