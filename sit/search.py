@@ -324,10 +324,10 @@ def find_in_tsvector(
 ) -> Found:
     """PostgreSQL. The planner estimates the matches well but, given a LIMIT, walks the sort's
     index even for a word it expects in a thousand of a million issues (0 in fact: 450 ms): SIT
-    takes the estimate and fences few matches in a materialized CTE. Both the few and the
-    many are found and counted in `issues_words`, narrower than `issues` (migration 0006), whose
-    GIN index intersects the lists of the words, of the `labels` (their lexemes, 0011) and of
-    the `filters` (0012); many, the words themselves first (`words_first`), and the planner's
+    takes the estimate and fences few matches in a materialized CTE. Matches are counted, and
+    the few found, in `issues_words`, narrower than `issues` (migration 0006), whose GIN index
+    intersects the lists of the words, of the `labels` (their lexemes, 0011) and of the
+    `filters` (0012); many, the words themselves first (`words_first`), and the planner's
     estimate may spare the count (`capped_count`). On `issues` the planner scanned every row
     for few matches at 10,000 issues (`q=crash login`: 7.9 ms, against 1.7 by the index), and
     counted them by scanning again."""
@@ -335,20 +335,20 @@ def find_in_tsvector(
     has = SEARCH_VECTOR.op("@@")(to_tsquery(text))
     facets = [facet(column, value) for column, value in filters.items()] + labels
 
-    def words(starts: bool) -> sa.ColumnElement[Any]:
+    def asked(starts: bool) -> sa.ColumnElement[Any]:
         """The tsquery of `issues_words`: the words (with their starts), filters and labels."""
         query = to_tsquery(tsquery(found, starts))
         return query.op("&&")(lexemes(facets)) if facets else query
 
     plan = connection.execute(ESTIMATE, {"q": text}).scalar_one()
     if few_matches(plan[0]["Plan"]["Plan Rows"], issues):
-        matched = words_matching(words(True)).cte("matched").prefix_with("MATERIALIZED")
+        matched = words_matching(asked(True)).cte("matched").prefix_with("MATERIALIZED")
         fenced = sa.and_(Issue.id.in_(sa.select(matched.c.id)), *label_tests)
-        return Found(fenced, lambda: count_words(words(True), issues))
+        return Found(fenced, lambda: count_words(asked(True), issues))
     if few_left(filters):
         return Found(sa.and_(has, *label_tests))  # the listing counts its rows
     many = sa.and_(has, *label_tests)
-    return Found(many, lambda: words_first(lambda starts: count_words(words(starts), issues)))
+    return Found(many, lambda: words_first(lambda starts: count_words(asked(starts), issues)))
 
 
 def count_words(query: sa.ColumnElement[Any], issues: int | None = None) -> int | None:
